@@ -1,0 +1,210 @@
+"""Command line (contract §2): ``bff serve``, ``bff dev``, ``bff emulator``, ``bff check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from bff import metrics
+from bff.config import ConfigError, Settings, load_settings
+from bff.observability import configure_logging
+
+log = logging.getLogger("bff.cli")
+
+
+def _settings_or_exit(*, dev: bool = False) -> Settings:
+    try:
+        return load_settings(dev=dev)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def app_from_environment() -> object:
+    """uvicorn factory for ``bff serve``: each worker parses the same environment once."""
+    from bff.app import create_app
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if settings.uses_memory_store and args.workers > 1:
+        print(
+            "BFF_REDIS_URL=memory:// keeps sessions in one process; use Redis to run more than one worker.",
+            file=sys.stderr,
+        )
+        return 1
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_port:
+        # Several workers write to one multi-process directory that this supervising process serves.
+        multiprocess = args.workers > 1
+        if multiprocess:
+            metrics.prepare_multiprocess_dir()
+        metrics.serve_metrics(settings.metrics_port, multiprocess=multiprocess, host=args.host)
+    uvicorn.run(
+        "bff.cli:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # X-Forwarded-* are handled by bff.forwarded (only from BFF_TRUSTED_PROXIES), not by uvicorn.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        access_log=False,  # ours (bff.access) logs the route template, never a query string
+        log_config=None,
+        timeout_graceful_shutdown=20,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def _loopback_sockets(port: int) -> list[socket.socket]:
+    """Listen on 127.0.0.1 and, when the machine has it, ::1, so http://localhost works either way."""
+    socks = []
+    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            # IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on only for sockets that say so, and
+            # without it every kept-alive response waited ~40 ms for delayed ACKs.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((addr, port))
+        except OSError:
+            sock.close()
+            if family == socket.AF_INET:
+                raise
+            continue
+        socks.append(sock)
+    return socks
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from bff.dev import create_dev_app
+
+    try:
+        app, settings = create_dev_app(args.port, os.environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    configure_logging(settings.log_level, settings.log_format)
+    sockets = _loopback_sockets(args.port)
+    config = uvicorn.Config(app, log_config=None, server_header=False, lifespan="on")
+    server = uvicorn.Server(config)
+    print(
+        f"\n  bff dev is running: open {settings.public_url}/  (Ctrl-C stops it)\n"
+        "  Sign in as guest, guest2, linked or admin (admin may change Guest transaction limits).\n",
+        flush=True,
+    )
+    asyncio.run(server.serve(sockets=sockets))
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+
+    base = args.base_url or f"http://{args.host}:{args.port}"
+    secret = os.environ.get("BFF_EMULATOR_CLIENT_SECRET", "")
+    if not secret:
+        print(
+            "Set BFF_EMULATOR_CLIENT_SECRET: the secret of the emulator's one registered client.",
+            file=sys.stderr,
+        )
+        return 1
+    client = EmulatorClient(
+        client_id=args.client_id,
+        client_secret=secret,
+        redirect_uris=args.redirect_uri,
+        post_logout_redirect_uris=args.post_logout_redirect_uri,
+        backchannel_logout_uri=args.backchannel_logout_uri,
+    )
+    config = EmulatorConfig(base_url=base, clients=[client], access_token_ttl=args.access_token_ttl)
+    logging.basicConfig(level="INFO")
+    print(
+        f"Kryptos emulator: issuer {config.issuer}, data API {config.data_api_url}, "
+        f"connect API {config.connect_api_url}",
+        flush=True,
+    )
+    uvicorn.run(create_emulator_app(config), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if not settings.uses_memory_store:
+        # The topology's structure (hosts, Sentinel service, Cluster db) is checked by building the client,
+        # which connects to nothing. The message names the problem, never the URL (it may hold a password).
+        from bff.sessions.redis_store import RedisStore
+
+        try:
+            RedisStore.from_url(settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file)
+        except ValueError as exc:
+            print(f"invalid settings:\n  - BFF_REDIS_URL: {exc}", file=sys.stderr)
+            return 1
+    store = "memory (one process only)" if settings.uses_memory_store else "redis"
+    print(
+        f"settings OK: issuer={settings.issuer} client_id={settings.client_id} public_url={settings.public_url} "
+        f"store={store} session_keys={len(settings.session_secrets)} encryption_keys={len(settings.encryption_keys)}"
+    )
+    return 0
+
+
+def _positive_port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError("port must be 1-65535")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bff", description="OAuth 2.0 / OIDC backend-for-frontend for Kryptos")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="production server")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container listens on all interfaces
+    serve.add_argument("--port", type=_positive_port, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+    dev = sub.add_parser("dev", help="one-command local demo (emulator + BFF + SPA)")
+    dev.add_argument("--port", type=_positive_port, default=8000)
+    dev.set_defaults(func=cmd_dev)
+    emu = sub.add_parser("emulator", help="the Kryptos emulator alone")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=_positive_port, default=9000)
+    emu.add_argument("--base-url", default=None, help="external base URL (default http://HOST:PORT)")
+    emu.add_argument("--client-id", default="bff-dev")
+    emu.add_argument("--redirect-uri", action="append", default=[], help="registered redirect URI (repeatable)")
+    emu.add_argument("--post-logout-redirect-uri", action="append", default=[])
+    emu.add_argument("--backchannel-logout-uri", default=None)
+    emu.add_argument("--access-token-ttl", type=int, default=86400)
+    emu.set_defaults(func=cmd_emulator)
+    check = sub.add_parser("check-config", help="parse settings, print every problem, exit 1 if any")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.func(args))
+    return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

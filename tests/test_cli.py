@@ -1,0 +1,166 @@
+"""The commands as a person runs them: real subprocesses on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import pytest
+
+from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from tests.support.redis_server import free_port
+from tests.support.servers import ServerThread
+
+BFF = [sys.executable, "-m", "bff"]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 20) -> httpx2.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, _output(proc)
+        try:
+            r = httpx2.get(url, timeout=1)
+            if r.status_code == 200:
+                return r
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready in {timeout} s")
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    # Output goes to a file, not a pipe: a chatty server must never block on a full pipe.
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc.output = out  # type: ignore[attr-defined]
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _output(proc: subprocess.Popen[str]) -> str:
+    out = proc.output  # type: ignore[attr-defined]
+    out.seek(0)
+    return str(out.read())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_starts_answers_and_stops_on_sigterm(redis_url: str, workers: int) -> None:
+    port, metrics_port = free_port(), free_port()
+    secret = secrets.token_urlsafe(24)
+    emulator_port = free_port()
+    emulator = ServerThread(
+        create_emulator_app(
+            EmulatorConfig(
+                base_url=f"http://127.0.0.1:{emulator_port}",
+                clients=[EmulatorClient("serve-test", secret, [f"http://127.0.0.1:{port}/auth/callback"])],
+            )
+        ),
+        port=emulator_port,
+    ).start()
+    try:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin"),
+            "BFF_ISSUER": f"{emulator.url}/oidc",
+            "BFF_CLIENT_ID": "serve-test",
+            "BFF_CLIENT_SECRET": secret,
+            "BFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "BFF_REDIS_URL": redis_url,
+            "BFF_SESSION_SECRETS": secrets.token_urlsafe(32),
+            "BFF_ENCRYPTION_KEYS": secrets.token_urlsafe(32),
+            "BFF_METRICS_PORT": str(metrics_port),
+        }
+        args = [*BFF, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        with _process(args, env) as proc:
+            assert _wait_ready(f"http://127.0.0.1:{port}/readyz", proc).json()["status"] == "ready"
+            for _ in range(4):
+                assert httpx2.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+            # Metrics on their own port only (never through the ingress), aggregated over the workers.
+            assert httpx2.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+            exposition = httpx2.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            healthz = [
+                line
+                for line in exposition.splitlines()
+                if line.startswith("bff_http_requests_total{") and 'route="/healthz"' in line
+            ]
+            assert healthz, exposition[:2000]
+            assert sum(float(line.rsplit(" ", 1)[1]) for line in healthz) >= 4
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why (143).
+            assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
+            logs = _output(proc)
+        assert "Application shutdown complete" in logs
+        assert secret not in logs
+        assert '"level": "info"' in logs  # JSON logs by default
+        # Access lines (written without LogRecords in production) carry the route template and request id.
+        access = [json.loads(line) for line in logs.splitlines() if '"logger": "bff.access"' in line]
+        healthz = [entry for entry in access if entry["route"] == "/healthz"]
+        assert len(healthz) >= 4
+        assert all(len(entry["request_id"]) == 16 and entry["status"] == 200 for entry in healthz)
+    finally:
+        emulator.stop()
+
+
+def test_serve_refuses_memory_store_with_several_workers() -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "BFF_CLIENT_ID": "c",
+        "BFF_CLIENT_SECRET": "s",
+        "BFF_PUBLIC_URL": "https://app.example.com",
+        "BFF_REDIS_URL": "memory://",
+        "BFF_SESSION_SECRETS": "a" * 32,
+        "BFF_ENCRYPTION_KEYS": "b" * 32,
+    }
+    result = subprocess.run(
+        [*BFF, "serve", "--workers", "2"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 1
+    assert "memory://" in result.stderr
+
+
+def test_serve_refuses_to_start_with_bad_settings() -> None:
+    result = subprocess.run(
+        [*BFF, "serve"], env={"PATH": "/usr/bin"}, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 1
+    assert "BFF_CLIENT_ID" in result.stderr
+
+
+async def test_dev_serves_the_demo_and_a_person_can_sign_in() -> None:
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin")}
+    with _process([*BFF, "dev", "--port", str(port)], env) as proc:
+        base = f"http://localhost:{port}"
+        _wait_ready(f"{base}/readyz", proc)
+        page = httpx2.get(base + "/")
+        assert page.status_code == 200
+        assert "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        async with httpx2.AsyncClient(follow_redirects=True, timeout=10) as client:
+            # As the browser would: login → the emulator's page (login_hint picks the user) → back to /.
+            r = await client.get(f"{base}/auth/login", params={"login_hint": "admin"})
+            assert r.status_code == 200
+            assert str(r.url) == base + "/"
+            me = await client.get(f"{base}/auth/session", headers={"X-CSRF": "1"})
+            assert me.status_code == 200
+            assert me.json()["is_admin"] is True
+            grants = await client.get(f"{base}/api/developer/grants", headers={"X-CSRF": "1"})
+            assert grants.status_code == 200
