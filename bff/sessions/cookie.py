@@ -1,0 +1,51 @@
+"""The session cookie's value: an itsdangerous-signed random id, and nothing else (contract §5).
+
+``BFF_SESSION_SECRETS`` lists keys newest first: the newest signs, every listed key verifies, so a key can
+be rotated in without logging anyone out and rotated out to end the sessions it signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+from itsdangerous import BadSignature, Signer
+
+# Signed values longer than this are refused before any HMAC is computed.
+_MAX_SIGNED_LENGTH = 256
+
+
+def new_session_id() -> str:
+    """256 random bits, URL-safe (contract §5 asks for at least 128)."""
+    return secrets.token_urlsafe(32)
+
+
+class SignedValueCodec:
+    """Signs and verifies opaque ids under a rotating list of secrets; ``salt`` separates purposes."""
+
+    def __init__(self, secrets_newest_first: Sequence[str], *, salt: str) -> None:
+        if not secrets_newest_first:
+            raise ValueError("at least one signing secret is required")
+        # itsdangerous wants the newest key last.
+        self._signer = Signer(
+            list(reversed(secrets_newest_first)),
+            salt=salt,
+            digest_method=hashlib.sha256,
+            key_derivation="hmac",
+        )
+
+    def __repr__(self) -> str:
+        return "SignedValueCodec(...)"
+
+    def sign(self, value: str) -> str:
+        return self._signer.sign(value).decode()
+
+    def unsign(self, signed: str | None) -> str | None:
+        """The id, or None when missing, oversized, tampered with, or signed by a removed key."""
+        if not signed or len(signed) > _MAX_SIGNED_LENGTH:
+            return None
+        try:
+            return self._signer.unsign(signed).decode()
+        except (BadSignature, UnicodeDecodeError):
+            return None

@@ -1,0 +1,240 @@
+"""One suite, two stores: the Redis store (against a real server) and the memory store behave the same."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from bff.errors import SessionStoreUnavailable
+from bff.sessions import LoginState, Session, SessionManager
+from bff.sessions.crypto import Keyring
+from bff.sessions.memory_store import MemoryStore
+from bff.sessions.redis_store import RedisStore
+from bff.sessions.store import KeyValueStore, session_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[KeyValueStore]:
+    s: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url(redis_url)
+    yield s
+    await s.aclose()
+
+
+def _session(now: float, **changes: object) -> Session:
+    base = Session(
+        sub="user-1",
+        claims={"name": "Ada"},
+        access_token="at-" + secrets.token_hex(8),
+        access_expires_at=now + 3600,
+        refresh_token="rt-" + secrets.token_hex(8),
+        refresh_expires_at=now + 30 * 86400,
+        scope="openid profile",
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + 86400,
+        logout_sid="lo",
+    )
+    return base.with_changes(**changes)
+
+
+def _manager(store: KeyValueStore, clock: Clock, keys: list[str] | None = None) -> SessionManager:
+    return SessionManager(store, Keyring(keys or ["k" * 32]), idle_timeout=1800, max_lifetime=86400, clock=clock)
+
+
+async def test_set_get_delete(store: KeyValueStore) -> None:
+    key = f"bff:test:{secrets.token_hex(8)}"
+    assert await store.get(key) is None
+    await store.set(key, b"\x00value", ttl=60)
+    assert await store.get(key) == b"\x00value"
+    await store.delete(key)
+    assert await store.get(key) is None
+
+
+async def test_get_and_delete_is_single_use(store: KeyValueStore) -> None:
+    key = f"bff:test:{secrets.token_hex(8)}"
+    await store.set(key, b"once", ttl=60)
+    assert await store.get_and_delete(key) == b"once"
+    assert await store.get_and_delete(key) is None
+
+
+async def test_session_round_trip_is_encrypted_at_rest(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    session = _session(clock.now)
+    await manager.save("sid-1" + secrets.token_hex(4), session)
+    sid = "sid-" + secrets.token_hex(8)
+    await manager.save(sid, session)
+    raw = await store.get(session_key(sid))
+    assert raw is not None
+    assert session.access_token.encode() not in raw and session.refresh_token.encode() not in raw  # type: ignore[union-attr]
+    assert await manager.load(sid) == session
+
+
+async def test_blob_moved_to_another_key_does_not_decrypt(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    a, b = "a-" + secrets.token_hex(8), "b-" + secrets.token_hex(8)
+    await manager.save(a, _session(clock.now))
+    blob = await store.get(session_key(a))
+    assert blob is not None
+    await store.set(session_key(b), blob, ttl=60)
+    assert await manager.load(b) is None
+
+
+async def test_idle_and_absolute_expiry_are_enforced_on_read(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    sid = "s-" + secrets.token_hex(8)
+    await manager.save(sid, _session(clock.now))
+    clock.now += 1799
+    assert await manager.load(sid) is not None  # slides: last seen now
+    clock.now += 1799
+    assert await manager.load(sid) is not None
+    clock.now += 1801
+    assert await manager.load(sid) is None  # idle for longer than the timeout
+    sid2 = "s-" + secrets.token_hex(8)
+    await manager.save(sid2, _session(clock.now, expires_at=clock.now + 100))
+    clock.now += 101
+    assert await manager.load(sid2) is None  # past its absolute end even though recently used
+
+
+async def test_plain_read_writes_nothing_until_a_tenth_of_the_idle_timeout(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    sid = "s-" + secrets.token_hex(8)
+    await manager.save(sid, _session(clock.now))
+    before = await store.get(session_key(sid))
+    clock.now += 179
+    await manager.load(sid)
+    assert await store.get(session_key(sid)) == before  # no write
+    clock.now += 2
+    loaded = await manager.load(sid)
+    assert loaded is not None and loaded.last_seen_at == clock.now
+    assert await store.get(session_key(sid)) != before  # written once a tenth (180 s) had passed
+
+
+async def test_key_rotation_keeps_sessions_and_removal_ends_them(store: KeyValueStore) -> None:
+    clock = Clock()
+    old, new = "o" * 32, "n" * 32
+    sid = "s-" + secrets.token_hex(8)
+    await _manager(store, clock, [old]).save(sid, _session(clock.now))
+    rotated = _manager(store, clock, [new, old])
+    session = await rotated.load(sid)
+    assert session is not None
+    await rotated.save(sid, session)  # re-encrypted under the newest key when next written
+    assert await _manager(store, clock, [new]).load(sid) == session
+    sid2 = "s-" + secrets.token_hex(8)
+    await _manager(store, clock, [old]).save(sid2, _session(clock.now))
+    assert await _manager(store, clock, [new]).load(sid2) is None  # only the removed key could read it
+
+
+async def test_login_state_is_single_use_and_expires(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    login = LoginState("v" * 43, "n", "/", "h", "http://x/cb", "http://idp", clock.now)
+    state = secrets.token_hex(8)
+    await manager.save_login_state(state, login)
+    assert await manager.take_login_state(state) == login
+    assert await manager.take_login_state(state) is None
+    await manager.save_login_state(state, login)
+    clock.now += 601
+    assert await manager.take_login_state(state) is None
+
+
+async def test_redis_down_is_a_clean_store_error() -> None:
+    from prometheus_client import REGISTRY
+
+    from tests.support.redis_server import free_port
+
+    before = REGISTRY.get_sample_value("bff_redis_errors_total") or 0.0
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    with pytest.raises(SessionStoreUnavailable):
+        await store.get("bff:x")
+    with pytest.raises(SessionStoreUnavailable):
+        await store.ping()
+    await store.aclose()
+    assert (REGISTRY.get_sample_value("bff_redis_errors_total") or 0.0) - before == 2
+
+
+async def test_redis_ttl_follows_the_session(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    clock = Clock()
+    manager = _manager(store, clock)
+    sid = "s-" + secrets.token_hex(8)
+    await manager.save(sid, _session(clock.now, expires_at=clock.now + 600))
+    r = aioredis.from_url(redis_url)
+    try:
+        ttl = await r.pttl(session_key(sid))
+        assert 590_000 < ttl <= 600_000  # min(idle 1800 s, 600 s left of the absolute lifetime)
+    finally:
+        await r.aclose()
+        await store.aclose()
+
+
+async def test_lock_primitives_belong_to_their_owner(store: KeyValueStore) -> None:
+    key = f"bff:test:lock:{secrets.token_hex(8)}"
+    assert await store.set_if_absent(key, b"owner-a", ttl=5) is True
+    assert await store.set_if_absent(key, b"owner-b", ttl=5) is False
+    assert await store.expire_if_equal(key, b"owner-b", ttl=30) is False
+    assert await store.expire_if_equal(key, b"owner-a", ttl=30) is True
+    assert await store.delete_if_equal(key, b"owner-b") is False
+    assert await store.get(key) == b"owner-a"  # another owner cannot release it
+    assert await store.delete_if_equal(key, b"owner-a") is True
+    assert await store.get(key) is None
+    assert await store.set_if_absent(key, b"owner-b", ttl=5) is True
+    await store.delete(key)
+
+
+async def test_index_add_and_members(store: KeyValueStore) -> None:
+    key = f"bff:test:idx:{secrets.token_hex(8)}"
+    assert await store.index_members(key) == []
+    await store.index_add(key, "s1", ttl=60)
+    await store.index_add(key, "s2", ttl=60)
+    await store.index_add(key, "s1", ttl=60)
+    assert await store.index_members(key) == ["s1", "s2"]
+    await store.delete(key)
+    assert await store.index_members(key) == []
+
+
+async def test_delete_for_subject_and_provider_session(store: KeyValueStore) -> None:
+    clock = Clock()
+    manager = _manager(store, clock)
+    sub = "user-" + secrets.token_hex(4)
+    a, b, c = (f"{n}-" + secrets.token_hex(6) for n in "abc")
+    await manager.save(a, _session(clock.now, sub=sub, oidc_sid="op-1"))
+    await manager.save(b, _session(clock.now, sub=sub, oidc_sid="op-2"))
+    await manager.save(c, _session(clock.now, sub="someone-else", oidc_sid="op-1"))
+    assert await manager.delete_for_subject(sub, provider_sid="op-1") == 1
+    assert await manager.load(a) is None
+    assert await manager.load(b) is not None
+    assert await manager.load(c) is not None  # same provider sid, another user: untouched
+    assert await manager.delete_for_subject(sub) == 1
+    assert await manager.load(b) is None
+    assert await manager.load(c) is not None
+
+
+async def test_records_are_compressed_and_old_uncompressed_ones_still_read(store: KeyValueStore) -> None:
+    clock = Clock()
+    keyring = Keyring(["k" * 32])
+    manager = SessionManager(store, keyring, idle_timeout=1800, max_lifetime=86400, clock=clock)
+    session = _session(clock.now, access_token="eyJ" + "x" * 900)
+    sid = "s-" + secrets.token_hex(8)
+    await manager.save(sid, session)
+    blob = await store.get(session_key(sid))
+    assert blob is not None
+    assert len(blob) < len(session.to_bytes())  # compressed before encryption
+    legacy = "s-" + secrets.token_hex(8)
+    key = session_key(legacy)
+    await store.set(key, keyring.encrypt(session.to_bytes(), key.encode()), ttl=60)
+    assert await manager.load(legacy) == session
