@@ -1,0 +1,138 @@
+"""What the lifespan opens and closes: the session store, the provider HTTP client, the OIDC client.
+
+One pooled client per remote with explicit timeouts and limits, nothing opened at import time, and
+everything closed on shutdown. The provider's metadata is loaded in the background with retries, so the
+service starts (and ``/readyz`` says "not ready") while the provider is briefly unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import httpx2
+
+from bff.config import Settings
+from bff.errors import BffError
+from bff.mobile import HandoffStore
+from bff.observability import flush_logs
+from bff.oidc import OidcClient
+from bff.proxy.forwarder import Forwarder, open_upstream_session
+from bff.sessions import SessionManager
+from bff.sessions.cache import SessionCache
+from bff.sessions.cookie import SignedValueCodec
+from bff.sessions.crypto import Keyring
+from bff.sessions.memory_store import MemoryStore
+from bff.sessions.redis_store import RedisStore
+from bff.sessions.store import KeyValueStore
+from bff.tokens import TokenService
+
+log = logging.getLogger("bff.resources")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: SessionManager
+    session_codec: SignedValueCodec
+    binding_codec: SignedValueCodec
+    oidc: OidcClient
+    tokens: TokenService
+    forwarder: Forwarder
+    handoffs: HandoffStore
+    idp_http: httpx2.AsyncClient
+    upstream_http: aiohttp.ClientSession
+
+    def __repr__(self) -> str:
+        return f"Services(issuer={self.settings.issuer!r})"
+
+
+def build_store(settings: Settings) -> KeyValueStore:
+    """``memory://`` → the in-process store; any other scheme → Redis (one server, Sentinel or Cluster; TLS)."""
+    if settings.uses_memory_store:
+        return MemoryStore()
+    # RedisStore.from_url parses redis(s)://, redis(s)+sentinel:// and redis(s)+cluster:// itself.
+    return RedisStore.from_url(settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file)
+
+
+async def _load_metadata_forever(oidc: OidcClient) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await oidc.metadata()
+            return
+        except BffError as exc:
+            log.warning("provider metadata not loaded yet; retrying", extra={"reason": exc.code})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    store: KeyValueStore | None = None,
+    clock: Callable[[], float] = time.time,
+    idp_transport: httpx2.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Services]:
+    store = store if store is not None else build_store(settings)
+    keyring = Keyring([k.get_secret_value() for k in settings.encryption_keys])
+    signing = [k.get_secret_value() for k in settings.session_secrets]
+    idp_http = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(settings.idp_timeout, connect=min(5.0, settings.idp_timeout)),
+        limits=httpx2.Limits(max_connections=50, max_keepalive_connections=10),
+        follow_redirects=False,
+        transport=idp_transport,
+    )
+    oidc = OidcClient(settings, idp_http)
+    cache = (
+        SessionCache(ttl=settings.session_cache_seconds)
+        if settings.session_cache_seconds > 0 and not isinstance(store, MemoryStore)
+        else None
+    )
+    sessions = SessionManager(
+        store,
+        keyring,
+        idle_timeout=settings.session_idle_timeout,
+        max_lifetime=settings.session_max_lifetime,
+        clock=clock,
+        cache=cache,
+    )
+    tokens = TokenService(sessions, oidc, lock_lease=settings.refresh_lock_lease, wait=settings.refresh_wait)
+    upstream_http = open_upstream_session(settings)
+    services = Services(
+        settings=settings,
+        sessions=sessions,
+        session_codec=SignedValueCodec(signing, salt="bff.session"),
+        binding_codec=SignedValueCodec(signing, salt="bff.login-binding"),
+        oidc=oidc,
+        tokens=tokens,
+        forwarder=Forwarder(settings, upstream_http, sessions, tokens),
+        handoffs=HandoffStore(store, keyring, clock),
+        idp_http=idp_http,
+        upstream_http=upstream_http,
+    )
+    # One quick attempt at start-up (so a healthy deployment is ready at once), then keep trying in the
+    # background: a provider that is briefly down must not crash-loop the pods.
+    with contextlib.suppress(BffError, TimeoutError):
+        await asyncio.wait_for(oidc.metadata(), timeout=min(3.0, settings.idp_timeout))
+    background = [
+        asyncio.create_task(_load_metadata_forever(oidc)),
+        asyncio.create_task(sessions.follow_changes()),
+    ]
+    try:
+        yield services
+    finally:
+        for task in background:
+            task.cancel()
+        # Bounded: a background task stuck on a dead server must not hold up closing everything else.
+        await asyncio.wait(background, timeout=3.0)
+        flush_logs()  # the batched access lines of the last requests
+        await idp_http.aclose()
+        await upstream_http.close()
+        await store.aclose()

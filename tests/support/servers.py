@@ -1,0 +1,60 @@
+"""Run an ASGI app under a real uvicorn server on a loopback port, in a background thread.
+
+Tests then talk to it over real HTTP, as a browser or another service would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from tests.support.redis_server import free_port
+
+
+class ServerThread:
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            lifespan="on",
+            loop="asyncio",
+            http="h11",
+            timeout_graceful_shutdown=2,
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve())
+        except BaseException as exc:  # surfaced by start()
+            self.error = exc
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError(f"server on port {self.port} failed to start") from self.error
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server on port {self.port} did not start in time")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,178 @@
+"""A running stack for end-to-end tests: the Kryptos emulator and a ``bff`` both on real loopback ports.
+
+The BFF's provider client goes through :class:`RecordingTransport` (a real HTTP transport that also keeps
+what the provider answered), so tests can see the tokens that were issued without touching internals,
+and can rewrite provider answers to play a misbehaving or malicious provider.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import httpx2
+
+from bff.app import create_app
+from bff.config import Settings
+from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff.sessions.store import KeyValueStore
+from tests.support.redis_server import free_port
+from tests.support.servers import ServerThread
+
+CLIENT_ID = "bff-test"
+Rewriter = Callable[[httpx2.Request, httpx2.Response], httpx2.Response]
+
+
+class RecordingTransport(httpx2.AsyncHTTPTransport):
+    """Real HTTP, plus a log of (request, response body) and optional response rewriting per test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exchanges: list[tuple[httpx2.Request, bytes]] = []
+        self.rewriters: list[Rewriter] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        body = await response.aread()
+        response = httpx2.Response(response.status_code, headers=response.headers, content=body, request=request)
+        for rewrite in self.rewriters:
+            response = rewrite(request, response)
+        self.exchanges.append((request, response.content))
+        return response
+
+    def token_responses(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for req, body in self.exchanges if req.url.path.endswith("/token") and body]
+
+    def issued_secrets(self) -> set[str]:
+        found: set[str] = set()
+        for body in self.token_responses():
+            found.update(str(body[k]) for k in ("access_token", "refresh_token", "id_token") if body.get(k))
+        return found
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    emulator: ServerThread
+    bff: ServerThread
+    emulator_config: EmulatorConfig
+    idp: RecordingTransport
+    client_secret: str
+    servers: list[ServerThread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.bff.url
+
+    @property
+    def services(self) -> Any:
+        return self.bff.server.config.app.state.services
+
+    def client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(timeout=15, **kwargs)
+
+    async def login(self, client: httpx2.AsyncClient, username: str = "guest", return_to: str = "/") -> httpx2.Response:
+        """Sign in through the emulator (login_hint auto-approves); returns the BFF's final redirect."""
+        response = await client.get(f"{self.url}/auth/login", params={"return_to": return_to, "login_hint": username})
+        for _ in range(5):
+            if response.status_code != 302:
+                return response
+            location = urljoin(str(response.url), response.headers["location"])
+            if urlsplit(location).path == "/auth/callback" or not location.startswith(self.url):
+                response = await client.get(location)
+                continue
+            return response
+        raise AssertionError("too many redirects during login")
+
+    async def authorize(self, client: httpx2.AsyncClient, username: str = "guest") -> tuple[str, dict[str, str]]:
+        """Start a login and let the emulator approve it; returns the callback URL and its parameters."""
+        start = await client.get(f"{self.url}/auth/login", params={"login_hint": username})
+        assert start.status_code == 302, start.text
+        approve = await client.get(start.headers["location"])
+        assert approve.status_code == 302, approve.text
+        callback = approve.headers["location"]
+        return callback, {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
+
+    async def introspect(self, token: str) -> dict[str, Any]:
+        async with httpx2.AsyncClient() as c:
+            r = await c.post(
+                f"{self.emulator_config.issuer}/token/introspection",
+                data={"token": token, "client_id": CLIENT_ID, "client_secret": self.client_secret},
+            )
+            r.raise_for_status()
+            result: dict[str, Any] = r.json()
+            return result
+
+    async def emulator_control(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with httpx2.AsyncClient() as c:
+            r = await c.request(method, f"{self.emulator.url}/_emulator/{path}", **kwargs)
+            r.raise_for_status()
+            return r.json() if r.content else None
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_stack(
+    *,
+    redis_url: str | None,
+    store: KeyValueStore | None = None,
+    emulator_options: dict[str, Any] | None = None,
+    client_auth_methods: tuple[str, ...] = ("client_secret_post", "client_secret_basic"),
+    idp_rewriters: tuple[Rewriter, ...] = (),
+    clock: Callable[[], float] | None = None,
+    **settings_overrides: Any,
+) -> Stack:
+    bff_port = free_port()
+    bff_url = f"http://127.0.0.1:{bff_port}"
+    client_secret = secrets.token_urlsafe(24)
+    emulator_port = free_port()
+    emulator_config = EmulatorConfig(
+        base_url=f"http://127.0.0.1:{emulator_port}",
+        clients=[
+            EmulatorClient(
+                client_id=CLIENT_ID,
+                client_secret=client_secret,
+                redirect_uris=[f"{bff_url}/auth/callback"],
+                post_logout_redirect_uris=[f"{bff_url}/"],
+                backchannel_logout_uri=f"{bff_url}/auth/backchannel-logout",
+                token_endpoint_auth_methods=client_auth_methods,
+            )
+        ],
+        **(emulator_options or {}),
+    )
+    values: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "client_secret": client_secret,
+        "issuer": emulator_config.issuer,
+        "public_url": bff_url,
+        "data_api_url": emulator_config.data_api_url,
+        "connect_api_url": emulator_config.connect_api_url,
+        "redis_url": redis_url or "memory://",
+        "session_secrets": [secrets.token_urlsafe(32)],
+        "encryption_keys": [secrets.token_urlsafe(32)],
+        "metrics_port": 0,
+        "admin_subjects": ["user_admin_ada"],
+    }
+    values.update(settings_overrides)
+    settings = Settings.model_validate(values)
+    idp = RecordingTransport()
+    idp.rewriters.extend(idp_rewriters)
+    emulator = ServerThread(create_emulator_app(emulator_config), port=emulator_port)
+    kwargs: dict[str, Any] = {"store": store, "idp_transport": idp}
+    if clock is not None:
+        kwargs["clock"] = clock
+    bff = ServerThread(create_app(settings, **kwargs), port=bff_port)
+    stack = Stack(settings, emulator, bff, emulator_config, idp, client_secret)
+    try:
+        stack.servers.append(emulator.start())
+        stack.servers.append(bff.start())
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
