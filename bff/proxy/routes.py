@@ -1,0 +1,83 @@
+"""The route table: every Kryptos call the SPA may make through ``bff``, as data (contract §4.2).
+
+Adding an upstream endpoint is one :class:`ForwardRoute` entry here and a test. Nothing else is forwarded:
+any other ``/api/...`` path is 404 and any other method 405 (RFC 10017 §6.1.3.6: an explicit allowlist,
+strict validation of dynamic path segments, methods restricted per endpoint).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+Upstream = Literal["data", "connect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One query parameter or JSON body field and how to validate it."""
+
+    name: str
+    kind: Literal["int", "str", "bool"]
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRoute:
+    method: Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
+    path: str  # local path; `{name}` segments must match `path_params[name]`
+    upstream: Upstream
+    upstream_path: str  # path under the upstream base, with the same `{name}` segments
+    credentials: Literal["user", "client"]  # user: bearer + client headers; client: client headers only
+    access: Literal["user", "admin"] = "user"
+    query: tuple[Field, ...] = ()
+    body: tuple[Field, ...] | None = None  # None: the route takes no body
+    body_requires_one: bool = False  # at least one body field must be present
+    path_params: dict[str, re.Pattern[str]] = field(default_factory=dict)
+
+
+GRANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+ROUTES: tuple[ForwardRoute, ...] = (
+    ForwardRoute(
+        method="GET",
+        path="/api/v1/integrations",
+        upstream="data",
+        upstream_path="/v1/integrations",
+        credentials="user",
+        query=(
+            Field("page", "int", minimum=1, maximum=1_000_000),
+            Field("pageSize", "int", minimum=1, maximum=200),
+            Field("searchedKey", "str", max_length=200),
+        ),
+    ),
+    ForwardRoute(
+        method="GET",
+        path="/api/v1/userinfo",
+        upstream="data",
+        upstream_path="/v1/userinfo",
+        credentials="user",
+    ),
+    ForwardRoute(
+        method="GET",
+        path="/api/developer/grants",
+        upstream="connect",
+        upstream_path="/token/grants",
+        credentials="client",
+        access="admin",
+    ),
+    ForwardRoute(
+        method="PATCH",
+        path="/api/developer/grants/{grantId}/transaction-limit",
+        upstream="connect",
+        upstream_path="/developer/grants/{grantId}/transaction-limit",
+        credentials="client",
+        access="admin",
+        body=(Field("transactionLimit", "int", minimum=1, maximum=2**53 - 1), Field("enableLimiter", "bool")),
+        body_requires_one=True,
+        path_params={"grantId": GRANT_ID},
+    ),
+)

@@ -1,0 +1,106 @@
+"""Validation of what the SPA sends, against a :class:`~bff.proxy.routes.ForwardRoute`.
+
+Only validated values are forwarded: the upstream query string and JSON body are rebuilt from them, never
+copied from the request, so parameter pollution and smuggled fields cannot reach Kryptos.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from bff.errors import BadRequest
+from bff.proxy.routes import Field, ForwardRoute
+
+MAX_BODY_BYTES = 16 * 1024
+_INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+
+
+def _invalid(name: str, detail: str) -> BadRequest:
+    return BadRequest(f"{name}: {detail}", code="invalid_parameter", extra={"parameter": name})
+
+
+def _check(spec: Field, value: Any, *, from_query: bool) -> Any:
+    if spec.kind == "int":
+        if from_query:
+            if not isinstance(value, str) or not _INT.fullmatch(value):
+                raise _invalid(spec.name, "must be a whole number")
+            value = int(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise _invalid(spec.name, "must be a whole number")
+        if spec.minimum is not None and value < spec.minimum:
+            raise _invalid(spec.name, f"must be at least {spec.minimum}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise _invalid(spec.name, f"must be at most {spec.maximum}")
+        return value
+    if spec.kind == "bool":
+        if from_query:
+            if value not in ("true", "false"):
+                raise _invalid(spec.name, "must be true or false")
+            return value == "true"
+        if not isinstance(value, bool):
+            raise _invalid(spec.name, "must be true or false")
+        return value
+    if not isinstance(value, str):
+        raise _invalid(spec.name, "must be a string")
+    if spec.max_length is not None and len(value) > spec.max_length:
+        raise _invalid(spec.name, f"must be at most {spec.max_length} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise _invalid(spec.name, "must not contain control characters")
+    return value
+
+
+def validate_query(route: ForwardRoute, query: QueryParams) -> dict[str, str]:
+    allowed = {f.name: f for f in route.query}
+    out: dict[str, str] = {}
+    for name in query:
+        spec = allowed.get(name)
+        if spec is None:
+            raise _invalid(name, "is not accepted by this endpoint")
+        values = query.getlist(name)
+        if len(values) != 1:
+            raise _invalid(name, "must be given once")
+        value = _check(spec, values[0], from_query=True)
+        out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def validate_path(route: ForwardRoute, params: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, pattern in route.path_params.items():
+        value = params.get(name)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise _invalid(name, "is not a valid identifier")
+        out[name] = value
+    return out
+
+
+def validate_body(route: ForwardRoute, content_type: str | None, raw: bytes) -> bytes | None:
+    if route.body is None:
+        if raw:
+            raise BadRequest("This endpoint takes no request body.", code="invalid_body")
+        return None
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise BadRequest("Send the body as application/json.", code="invalid_body")
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest("The request body is too large.", code="invalid_body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.", code="invalid_body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_body")
+    allowed = {f.name: f for f in route.body}
+    clean: dict[str, Any] = {}
+    for name, value in data.items():
+        spec = allowed.get(name)
+        if spec is None:
+            raise _invalid(name, "is not accepted by this endpoint")
+        clean[name] = _check(spec, value, from_query=False)
+    if route.body_requires_one and not clean:
+        names = " or ".join(f.name for f in route.body)
+        raise BadRequest(f"Send at least one of {names}.", code="invalid_parameter")
+    return json.dumps(clean, separators=(",", ":")).encode()
