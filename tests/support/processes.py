@@ -1,0 +1,123 @@
+"""Run ``bff serve`` as separate OS processes (replicas) sharing one Redis and one emulator."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import httpx2
+
+from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from tests.support.redis_server import free_port, stop_process
+from tests.support.servers import ServerThread
+
+CLIENT_ID = "bff-replicas"
+
+
+@dataclass
+class Replica:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    metrics_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_process(self.proc, sig, timeout=15)
+        self.log.close()
+
+
+@dataclass
+class Cluster:
+    """An emulator (thread) and N ``bff serve`` processes behind one public URL's settings."""
+
+    redis_url: str
+    emulator: ServerThread
+    emulator_config: EmulatorConfig
+    env: dict[str, str]
+    replicas: list[Replica] = field(default_factory=list)
+
+    def start_replica(self, *, metrics: bool = False) -> Replica:
+        port = free_port()
+        metrics_port = free_port() if metrics else 0
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Replica.stop
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env={**self.env, "BFF_METRICS_PORT": str(metrics_port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        replica = Replica(port, proc, log, metrics_port)
+        self.replicas.append(replica)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bff serve exited: {replica.output()}")
+            try:
+                if httpx2.get(f"{replica.url}/readyz", timeout=1).status_code == 200:
+                    return replica
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"bff serve not ready: {replica.output()}")
+
+    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with httpx2.AsyncClient() as c:
+            r = await c.request(method, f"{self.emulator.url}/_emulator/{path}", **kwargs)
+            r.raise_for_status()
+            return r.json() if r.content else None
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        self.emulator.stop()
+
+
+def start_cluster(redis_url: str, *, replicas: int = 2, metrics: bool = False, **env_overrides: str) -> Cluster:
+    # Every replica serves the same public origin; tests talk to each by its own port, cookies travel by
+    # header, so the public URL only has to be a registered redirect URI.
+    public = "http://127.0.0.1:1"
+    secret = secrets.token_urlsafe(24)
+    emulator_port = free_port()
+    config = EmulatorConfig(
+        base_url=f"http://127.0.0.1:{emulator_port}",
+        clients=[EmulatorClient(CLIENT_ID, secret, [f"{public}/auth/callback"])],
+    )
+    emulator = ServerThread(create_emulator_app(config), port=emulator_port).start()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "BFF_ISSUER": config.issuer,
+        "BFF_DATA_API_URL": config.data_api_url,
+        "BFF_CONNECT_API_URL": config.connect_api_url,
+        "BFF_CLIENT_ID": CLIENT_ID,
+        "BFF_CLIENT_SECRET": secret,
+        "BFF_PUBLIC_URL": public,
+        "BFF_REDIS_URL": redis_url,
+        "BFF_SESSION_SECRETS": secrets.token_urlsafe(32),
+        "BFF_ENCRYPTION_KEYS": secrets.token_urlsafe(32),
+        "BFF_METRICS_PORT": "0",
+        "BFF_LOG_LEVEL": "warning",
+        **env_overrides,
+    }
+    cluster = Cluster(redis_url, emulator, config, env)
+    try:
+        for _ in range(replicas):
+            cluster.start_replica(metrics=metrics)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

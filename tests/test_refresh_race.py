@@ -1,0 +1,188 @@
+"""One refresh per expiry across replicas: two `bff serve` processes, one real Redis, a rotating provider.
+
+The emulator revokes the whole grant when a rotated-out refresh token is presented again (as node
+oidc-provider does), so a second redeem would show up as 401s and a dead grant, not just a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+
+from bff.sessions import SessionManager
+from bff.sessions.cookie import SignedValueCodec
+from bff.sessions.crypto import Keyring
+from bff.sessions.redis_store import RedisStore
+from bff.sessions.store import refresh_lock_key
+from tests.support.processes import Cluster, Replica, start_cluster
+
+CSRF = {"X-CSRF": "1"}
+
+
+@pytest.fixture
+def cluster_factory(redis_url: str) -> Iterator[Any]:
+    started: list[Cluster] = []
+
+    def factory(**env: str) -> Cluster:
+        cluster = start_cluster(redis_url, **env)
+        started.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in started:
+        cluster.stop()
+
+
+async def _sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = "guest") -> str:
+    start = await client.get(f"{replica.url}/auth/login", params={"login_hint": username})
+    approve = await client.get(start.headers["location"])
+    query = urlsplit(approve.headers["location"]).query
+    done = await client.get(f"{replica.url}/auth/callback?{query}")
+    assert done.status_code == 302, done.text
+    return str(client.cookies["bff-session"])
+
+
+def _manager(cluster: Cluster) -> tuple[SessionManager, SignedValueCodec, RedisStore]:
+    store = RedisStore.from_url(cluster.redis_url)
+    keyring = Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]])
+    manager = SessionManager(store, keyring, idle_timeout=1800, max_lifetime=86400)
+    return manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store
+
+
+async def _expire_access_token(cluster: Cluster, cookie: str) -> str:
+    """Jump the session's clock: its access token is now past expiry (no sleeping)."""
+    manager, codec, store = _manager(cluster)
+    try:
+        session_id = codec.unsign(cookie)
+        assert session_id is not None
+        session = await manager.load(session_id)
+        assert session is not None
+        past = time.time() - 1
+        await manager.save(session_id, session.with_changes(access_expires_at=past, access_refresh_at=past))
+        return session_id
+    finally:
+        await store.aclose()
+
+
+async def _burst(cluster: Cluster, cookie: str, n: int) -> list[httpx2.Response]:
+    limits = httpx2.Limits(max_connections=n + 10)
+    async with httpx2.AsyncClient(timeout=30, limits=limits) as client:
+        calls = [
+            client.get(
+                f"{cluster.replicas[i % len(cluster.replicas)].url}/api/v1/integrations",
+                headers={**CSRF, "Cookie": f"bff-session={cookie}"},
+            )
+            for i in range(n)
+        ]
+        return list(await asyncio.gather(*calls))
+
+
+def _redeems(stats: dict[str, Any]) -> dict[str, int]:
+    return dict(stats["token"].get("refresh_token", {}))
+
+
+async def _grant_alive(cluster: Cluster, cookie: str) -> None:
+    async with httpx2.AsyncClient(timeout=10) as client:
+        for replica in cluster.replicas:
+            r = await client.get(f"{replica.url}/api/v1/userinfo", headers={**CSRF, "Cookie": f"bff-session={cookie}"})
+            assert r.status_code == 200, r.text
+    stats = await cluster.control("GET", "stats")
+    assert stats["refresh_token_reuse"] == 0
+
+
+async def _expired_session(cluster: Cluster, *, token_delay: float) -> str:
+    """Sign in on the first replica, jump past the access token's expiry, slow the provider down."""
+    async with httpx2.AsyncClient() as browser:
+        cookie = await _sign_in(browser, cluster.replicas[0])
+    await _expire_access_token(cluster, cookie)
+    await cluster.control("POST", "config", json={"token_delay_seconds": token_delay})
+    return cookie
+
+
+async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refresh(cluster_factory: Any) -> None:
+    cluster = cluster_factory()
+    # A realistic token-call latency, so both replicas are inside the refresh at the same time.
+    cookie = await _expired_session(cluster, token_delay=0.3)
+    responses = await _burst(cluster, cookie, 50)
+    assert [r.status_code for r in responses] == [200] * 50, {r.status_code: r.text for r in responses}
+    await cluster.control("POST", "config", json={"token_delay_seconds": 0})
+    assert _redeems(await cluster.control("GET", "stats")) == {"success": 1}
+    await _grant_alive(cluster, cookie)
+
+
+async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_factory: Any) -> None:
+    # The lease (0.5 s) is renewed while the token call (2 s) is in flight, so no second redeem starts.
+    cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="10")
+    cookie = await _expired_session(cluster, token_delay=2)
+    responses = await _burst(cluster, cookie, 50)
+    assert [r.status_code for r in responses] == [200] * 50
+    await cluster.control("POST", "config", json={"token_delay_seconds": 0})
+    assert _redeems(await cluster.control("GET", "stats")) == {"success": 1}
+    await _grant_alive(cluster, cookie)
+
+
+async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: Any) -> None:
+    cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="0.5")
+    cookie = await _expired_session(cluster, token_delay=2)
+    responses = await _burst(cluster, cookie, 10)
+    codes = sorted({r.status_code for r in responses})
+    assert codes in ([200, 503], [503]), codes  # the lock holder's process may still succeed
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused
+    for r in refused:
+        assert r.json()["code"] == "refresh_in_progress"
+        assert int(r.headers["retry-after"]) >= 1
+    await cluster.control("POST", "config", json={"token_delay_seconds": 0})
+    # Whoever held the lock finished its one redeem; the session is fine afterwards.
+    await _grant_alive(cluster, cookie)
+    assert _redeems(await cluster.control("GET", "stats")) == {"success": 1}
+
+
+async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: Any) -> None:
+    cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="1", BFF_REFRESH_WAIT="10")
+    holder, survivor = cluster.replicas
+    async with httpx2.AsyncClient() as browser:
+        cookie = await _sign_in(browser, holder)
+    session_id = await _expire_access_token(cluster, cookie)
+    await cluster.control("POST", "config", json={"token_delay_seconds": 3})
+    manager, _, store = _manager(cluster)
+    async with httpx2.AsyncClient(timeout=30) as client:
+        doomed = asyncio.create_task(
+            client.get(f"{holder.url}/api/v1/integrations", headers={**CSRF, "Cookie": f"bff-session={cookie}"})
+        )
+        lock = refresh_lock_key(session_id)
+        for _ in range(200):  # the holder takes the lock within milliseconds
+            if await store.get(lock) is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the refresh lock was never taken")
+        holder.stop(signal.SIGKILL)
+        with pytest.raises(httpx2.HTTPError):
+            await doomed
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *[
+                client.get(f"{survivor.url}/api/v1/integrations", headers={**CSRF, "Cookie": f"bff-session={cookie}"})
+                for _ in range(10)
+            ]
+        )
+        elapsed = time.monotonic() - started
+    await store.aclose()
+    await cluster.control("POST", "config", json={"token_delay_seconds": 0})
+    # The survivor took over after the lease. Whether the killed holder's redeem had already reached the
+    # provider decides between "still signed in" and a clean 401 — never a 5xx, never a hang.
+    for r in results:
+        assert r.status_code in (200, 401), r.text
+        if r.status_code == 401:
+            assert r.json()["code"] == "session_expired"
+    assert len({r.status_code for r in results}) == 1
+    assert elapsed < 10
+    del manager
