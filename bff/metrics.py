@@ -1,0 +1,69 @@
+"""Prometheus metrics: what is counted, and the separate port they are served on (never via the ingress).
+
+Labels are route templates, methods, status codes, upstream names and outcome words: never an id, a
+token, a user or a URL with a query, so no secret can reach a label and cardinality stays bounded.
+
+With one worker the metrics server is a thread of that process. With several, ``bff serve`` points every
+worker at one ``PROMETHEUS_MULTIPROC_DIR`` under /tmp (workers are spawned, so they import
+prometheus_client after it is set) and the supervising process serves the aggregate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+http_requests = Counter("bff_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+http_latency = Histogram(
+    "bff_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+upstream_latency = Histogram(
+    "bff_upstream_request_duration_seconds",
+    "Time for one call to an upstream (data, connect, idp)",
+    ["upstream"],
+    buckets=_LATENCY_BUCKETS,
+)
+upstream_errors = Counter(
+    "bff_upstream_errors_total", "Upstream calls that failed without an answer", ["upstream", "kind"]
+)
+sessions_created = Counter("bff_sessions_created_total", "Sessions created at sign-in")
+sessions_ended = Counter("bff_sessions_ended_total", "Sessions ended", ["reason"])
+refreshes = Counter("bff_token_refreshes_total", "Access-token refreshes by outcome", ["outcome"])
+lock_waits = Counter("bff_refresh_lock_waits_total", "Refreshes that waited for another holder of the lock")
+lock_wait_seconds = Histogram(
+    "bff_refresh_lock_wait_seconds", "Time spent waiting for the refresh lock", buckets=_LATENCY_BUCKETS
+)
+errors = Counter("bff_errors_total", "Error responses by problem code", ["code"])
+redis_errors = Counter("bff_redis_errors_total", "Session-store operations that failed")
+build_info = Gauge("bff_build_info", "Build information", ["version"], multiprocess_mode="max")
+build_info.labels(version="0.1.0").set(1)
+
+
+def prepare_multiprocess_dir() -> str:
+    """A fresh directory for worker metrics; must be set before any worker imports this module."""
+    path = tempfile.mkdtemp(prefix="bff-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def serve_metrics(port: int, *, multiprocess: bool, host: str = "0.0.0.0") -> None:  # noqa: S104 - in-cluster scrape
+    """Start the /metrics server in a daemon thread of this process."""
+    if multiprocess:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        start_http_server(port, addr=host, registry=registry)
+    else:
+        start_http_server(port, addr=host)
+
+
+def remove_multiprocess_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
