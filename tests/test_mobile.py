@@ -1,0 +1,547 @@
+"""Native apps over real HTTP (RFC 8252): the system browser signs in, the app exchanges a one-time code.
+
+Two clients play the two parts: the *system browser* (an httpx2 client with a cookie jar: it gets the
+browser-binding cookie at /auth/login and sends it at /auth/callback) and the *app* (a client that refuses
+every cookie and authenticates with ``Authorization: Session <token>`` only).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.cookiejar
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+
+from bff.config import ConfigError, load_settings
+from bff.observability import JsonFormatter, quiet_library_loggers
+from tests.support.stack import Stack
+
+APP_URI = "com.example.app:/oauth2redirect"
+LINK_URI = "https://app.example.com/oauth/callback?via=bff"
+CSRF = {"X-CSRF": "1"}
+MakeStack = Callable[..., Stack]
+
+
+class OffsetClock:
+    """Real time plus an offset the test moves forward (the BFF's clock; the emulator keeps real time)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def app_client(stack: Stack) -> httpx2.AsyncClient:
+    # A native app's HTTP client: no cookie jar at all (a policy that accepts no domain).
+    jar = http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return stack.client(cookies=jar)
+
+
+def session_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Session {token}"}
+
+
+def start_params(challenge: str, *, redirect_uri: str = APP_URI, state: str = "app-state-1") -> dict[str, str]:
+    return {
+        "client": "mobile",
+        "redirect_uri": redirect_uri,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": state,
+    }
+
+
+async def sign_in_in_browser(
+    stack: Stack,
+    browser: httpx2.AsyncClient,
+    challenge: str,
+    *,
+    redirect_uri: str = APP_URI,
+    state: str = "app-state-1",
+    username: str = "guest",
+) -> httpx2.Response:
+    """The system-browser part: /auth/login → the emulator approves → /auth/callback. Returns the callback."""
+    params = {**start_params(challenge, redirect_uri=redirect_uri, state=state), "login_hint": username}
+    start = await browser.get(f"{stack.url}/auth/login", params=params)
+    assert start.status_code == 302, start.text
+    assert start.headers["location"].startswith(stack.emulator_config.issuer)
+    approve = await browser.get(start.headers["location"])
+    assert approve.status_code == 302, approve.text
+    assert approve.headers["location"].startswith(f"{stack.url}/auth/callback?")
+    return await browser.get(approve.headers["location"])
+
+
+def app_redirect(response: httpx2.Response, redirect_uri: str = APP_URI) -> dict[str, str]:
+    """The parameters of the hand-off redirect to the app's URI."""
+    assert response.status_code == 302, response.text
+    location = response.headers["location"]
+    base = redirect_uri.split("?", 1)[0]
+    assert location.startswith(base + "?"), location
+    query = parse_qs(urlsplit(location).query, keep_blank_values=True)
+    assert all(len(v) == 1 for v in query.values())
+    return {k: v[0] for k, v in query.items()}
+
+
+async def handoff_code(stack: Stack, challenge: str, **kwargs: Any) -> str:
+    async with stack.client() as browser:
+        return app_redirect(await sign_in_in_browser(stack, browser, challenge, **kwargs))["code"]
+
+
+async def exchange(
+    app: httpx2.AsyncClient, stack: Stack, code: str, verifier: str, redirect_uri: str = APP_URI
+) -> httpx2.Response:
+    fields = {"code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}
+    return await app.post(f"{stack.url}/auth/mobile/token", data=fields)
+
+
+async def session_keys(redis_url: str) -> set[bytes]:
+    r = aioredis.from_url(redis_url)
+    try:
+        return {key async for key in r.scan_iter(match="bff:{*}:session")}
+    finally:
+        await r.aclose()
+
+
+@pytest.fixture
+def mobile_stack(make_stack: MakeStack) -> Stack:
+    return make_stack(mobile_redirect_uris=[APP_URI, LINK_URI])
+
+
+# --- the whole native sequence --------------------------------------------------------------------------
+
+
+async def test_native_app_sequence(mobile_stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    stack = mobile_stack
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="bff")
+    quiet_library_loggers()
+    verifier, challenge = pkce()
+    cookie_name = stack.settings.session_cookie_name
+
+    async with stack.client() as browser:
+        callback = await sign_in_in_browser(stack, browser, challenge, state="xyz-42 /+=")
+        # The hand-off: the app's URI with a one-time code and the app's state, and nothing else.
+        params = app_redirect(callback)
+        assert set(params) == {"code", "state"}
+        assert params["state"] == "xyz-42 /+="
+        code = params["code"]
+        assert len(base64.urlsafe_b64decode(code + "==")) >= 16  # ≥ 128 bits
+        assert callback.headers["cache-control"] == "no-store"
+        assert callback.headers["referrer-policy"] == "no-referrer"
+        # No session cookie for the browser, and no Kryptos token anywhere in the redirect.
+        assert cookie_name not in callback.headers.get("set-cookie", "")
+        assert cookie_name not in browser.cookies
+        issued = stack.idp.issued_secrets()
+        assert issued and not any(t in callback.headers["location"] for t in issued)
+
+    async with app_client(stack) as app:
+        got = await exchange(app, stack, code, verifier)
+        assert got.status_code == 200, got.text
+        assert got.headers["cache-control"] == "no-store"
+        body = got.json()
+        assert set(body) == {"session_token", "expires_in", "token_type"}
+        assert body["token_type"] == "Session"
+        assert 0 < body["expires_in"] <= stack.settings.session_idle_timeout
+        token = body["session_token"]
+        assert not any(t in got.text or token in t for t in issued)
+        # The same signed opaque id as a cookie would carry: it names a session and reveals nothing else.
+        session_id = stack.services.session_codec.unsign(token)
+        assert session_id is not None
+
+        # API calls with the session token alone: no cookie, no X-CSRF.
+        me = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
+        assert me.status_code == 200, me.text
+        assert me.json()["user"]["preferred_username"] == "guest"
+        assert me.json()["expires_in"] > 0
+        userinfo = await app.get(f"{stack.url}/api/v1/userinfo", headers=session_header(token))
+        assert userinfo.status_code == 200, userinfo.text
+        assert not any(t in userinfo.text for t in issued)
+        integrations = await app.get(
+            f"{stack.url}/api/v1/integrations", params={"page": 1, "pageSize": 5}, headers=session_header(token)
+        )
+        assert integrations.status_code == 200, integrations.text
+
+        # Logout: tokens revoked at the provider, the session gone, no cookie to clear.
+        tokens = stack.idp.token_responses()[-1]
+        assert (await stack.introspect(tokens["access_token"]))["active"] is True
+        out = await app.post(f"{stack.url}/auth/logout", headers=session_header(token))
+        assert out.status_code == 200, out.text
+        assert out.json()["logout_url"].startswith(stack.emulator_config.issuer + "/session/end?")
+        assert "set-cookie" not in out.headers
+        assert (await stack.introspect(tokens["access_token"]))["active"] is False
+        assert (await stack.introspect(tokens["refresh_token"]))["active"] is False
+
+        # The token is dead everywhere.
+        after = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
+        assert after.status_code == 401 and after.json()["code"] == "session_expired"
+        after = await app.get(f"{stack.url}/api/v1/userinfo", headers=session_header(token))
+        assert after.status_code == 401
+        assert not app.cookies
+
+    # No code, verifier, session token or Kryptos token in any log record of the whole sequence.
+    secrets_seen = issued | {code, verifier, token, session_id}
+    formatter = JsonFormatter()
+    for record in caplog.records:
+        rendered = formatter.format(record) + " " + record.getMessage() + " " + repr(record.args)
+        for secret in secrets_seen:
+            assert secret not in rendered, f"a secret leaked into log record {record.name}: {record.msg}"
+
+
+async def test_app_link_with_a_query_and_a_json_exchange(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    verifier, challenge = pkce()
+    async with stack.client() as browser:
+        callback = await sign_in_in_browser(stack, browser, challenge, redirect_uri=LINK_URI)
+    # The registered query is kept and the hand-off parameters are appended with '&'.
+    assert callback.headers["location"].startswith(LINK_URI + "&code=")
+    params = app_redirect(callback, LINK_URI)
+    assert params["via"] == "bff" and params["state"] == "app-state-1"
+    async with app_client(stack) as app:
+        got = await app.post(
+            f"{stack.url}/auth/mobile/token",
+            json={"code": params["code"], "code_verifier": verifier, "redirect_uri": LINK_URI},
+        )
+        assert got.status_code == 200, got.text
+        token = got.json()["session_token"]
+        assert (await app.get(f"{stack.url}/auth/session", headers=session_header(token))).status_code == 200
+
+
+# --- the start: refused before anything is redirected to the app ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "",
+        "com.example.app:/oauth2redirect/evil",  # a registered URI as a prefix
+        "com.example.app:/oauth2redirectx",
+        "com.example.app:/oauth2redirect?x=1",
+        "com.example.app:/oauth2redirect#frag",
+        "com.example.app:/oauth2redirect/",
+        "com.example.app:/oauth2redirect ",
+        "com.example.app:/oauth2redirect%2F",
+        "COM.EXAMPLE.APP:/oauth2redirect",  # case tricks
+        "com.example.app:/OAuth2Redirect",
+        "com.example.ap:/oauth2redirect",
+        "com.example.app.evil:/oauth2redirect",
+        "https://app.example.com/oauth/callback",  # the link without its registered query
+        "https://APP.example.com/oauth/callback?via=bff",
+        "https://app.example.com.evil.example/oauth/callback?via=bff",
+        "https://app.example.com/oauth/callback?via=bff&x=1",
+        "https://evil.example/",
+    ],
+)
+async def test_unregistered_redirect_uri_is_refused_without_a_redirect(mobile_stack: Stack, redirect_uri: str) -> None:
+    _, challenge = pkce()
+    async with mobile_stack.client() as browser:
+        r = await browser.get(
+            f"{mobile_stack.url}/auth/login", params=start_params(challenge, redirect_uri=redirect_uri)
+        )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "invalid_redirect_uri"
+    assert "location" not in r.headers
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter"),
+    [
+        ({"code_challenge_method": "plain"}, "code_challenge_method"),
+        ({"code_challenge_method": None}, "code_challenge_method"),
+        ({"code_challenge_method": "s256"}, "code_challenge_method"),
+        ({"code_challenge": None}, "code_challenge"),
+        ({"code_challenge": "A" * 42}, "code_challenge"),
+        ({"code_challenge": "A" * 44}, "code_challenge"),
+        ({"code_challenge": "A" * 42 + "="}, "code_challenge"),
+        ({"code_challenge": "A" * 42 + "\n"}, "code_challenge"),
+        ({"state": None}, "state"),
+        ({"state": ""}, "state"),
+        ({"state": "a" * 513}, "state"),
+        ({"state": "line\nbreak"}, "state"),
+        ({"state": "caf\u00e9"}, "state"),
+    ],
+)
+async def test_start_parameters_are_checked(mobile_stack: Stack, change: dict[str, str | None], parameter: str) -> None:
+    _, challenge = pkce()
+    params: dict[str, str | None] = {**start_params(challenge), **change}
+    async with mobile_stack.client() as browser:
+        r = await browser.get(
+            f"{mobile_stack.url}/auth/login", params={k: v for k, v in params.items() if v is not None}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_request"
+    assert r.json()["parameter"] == parameter
+    assert "location" not in r.headers
+
+
+async def test_repeated_parameters_and_unknown_clients_are_refused(mobile_stack: Stack) -> None:
+    _, challenge = pkce()
+    query = "&".join(f"{k}={v}" for k, v in start_params(challenge).items())
+    async with mobile_stack.client() as browser:
+        twice = await browser.get(f"{mobile_stack.url}/auth/login?{query}&redirect_uri=https://evil.example/")
+        assert twice.status_code == 400 and twice.json()["code"] == "invalid_request"
+        other = await browser.get(f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "client": "x"})
+        assert other.status_code == 400 and other.json()["code"] == "invalid_parameter"
+
+
+async def test_mobile_sign_in_is_off_without_redirect_uris(stack: Stack) -> None:
+    _, challenge = pkce()
+    async with stack.client() as browser:
+        r = await browser.get(f"{stack.url}/auth/login", params=start_params(challenge))
+    assert r.status_code == 400
+    assert r.json()["code"] == "mobile_disabled"
+    assert "location" not in r.headers
+
+
+# --- the callback ---------------------------------------------------------------------------------------
+
+
+async def test_provider_error_goes_to_the_app_with_its_state(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    _, challenge = pkce()
+    async with stack.client() as browser:
+        start = await browser.get(f"{stack.url}/auth/login", params={**start_params(challenge), "login_hint": "guest"})
+        approve = await browser.get(start.headers["location"])
+        params = {k: v[0] for k, v in parse_qs(urlsplit(approve.headers["location"]).query).items()}
+        # The person pressed "Deny" on the provider's page.
+        r = await browser.get(
+            f"{stack.url}/auth/callback",
+            params={"state": params["state"], "error": "access_denied", "iss": params["iss"]},
+        )
+    assert r.status_code == 302
+    assert r.headers["location"] == f"{APP_URI}?error=access_denied&state=app-state-1"
+
+
+async def test_callback_in_another_browser_is_refused_not_handed_off(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    _, challenge = pkce()
+    async with stack.client() as browser:
+        start = await browser.get(f"{stack.url}/auth/login", params={**start_params(challenge), "login_hint": "guest"})
+        approve = await browser.get(start.headers["location"])
+    async with stack.client() as other_browser:
+        r = await other_browser.get(approve.headers["location"])
+    assert r.status_code == 400 and r.json()["code"] == "login_binding_mismatch"
+    assert "location" not in r.headers
+
+
+# --- the exchange ---------------------------------------------------------------------------------------
+
+
+async def test_wrong_verifier_burns_the_code_and_deletes_the_session(mobile_stack: Stack, redis_url: str) -> None:
+    stack = mobile_stack
+    verifier, challenge = pkce()
+    before = await session_keys(redis_url)
+    code = await handoff_code(stack, challenge)
+    assert len(await session_keys(redis_url) - before) == 1  # the session exists, waiting for the app
+    async with app_client(stack) as app:
+        wrong = await exchange(app, stack, code, pkce()[0])
+        assert wrong.status_code == 400
+        assert wrong.headers["content-type"] == "application/problem+json"
+        assert wrong.json()["code"] == "invalid_grant"
+        assert await session_keys(redis_url) - before == set()
+        # Burned: the right verifier comes too late.
+        again = await exchange(app, stack, code, verifier)
+        assert again.status_code == 400 and again.json()["code"] == "invalid_grant"
+
+
+async def test_malformed_verifier_is_a_wrong_verifier(mobile_stack: Stack) -> None:
+    verifier, challenge = pkce()
+    code = await handoff_code(mobile_stack, challenge)
+    async with app_client(mobile_stack) as app:
+        r = await exchange(app, mobile_stack, code, verifier + "\u00e9")
+        assert r.status_code == 400 and r.json()["code"] == "invalid_grant"
+        assert (await exchange(app, mobile_stack, code, verifier)).json()["code"] == "invalid_grant"
+
+
+async def test_other_redirect_uri_at_the_exchange_is_refused(mobile_stack: Stack, redis_url: str) -> None:
+    stack = mobile_stack
+    verifier, challenge = pkce()
+    before = await session_keys(redis_url)
+    code = await handoff_code(stack, challenge)
+    async with app_client(stack) as app:
+        for other in (LINK_URI, APP_URI + "/", APP_URI.upper()):
+            r = await exchange(app, stack, code, verifier, redirect_uri=other)
+            assert r.status_code == 400 and r.json()["code"] == "invalid_grant"
+        assert (await exchange(app, stack, code, verifier)).json()["code"] == "invalid_grant"
+    assert await session_keys(redis_url) - before == set()
+
+
+async def test_replayed_code_is_refused(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    verifier, challenge = pkce()
+    code = await handoff_code(stack, challenge)
+    async with app_client(stack) as app:
+        first = await exchange(app, stack, code, verifier)
+        assert first.status_code == 200
+        replay = await exchange(app, stack, code, verifier)
+        assert replay.status_code == 400 and replay.json()["code"] == "invalid_grant"
+        assert "session_token" not in replay.text
+
+
+async def test_expired_code_is_refused_and_its_session_deleted(make_stack: MakeStack, redis_url: str) -> None:
+    clock = OffsetClock()
+    stack = make_stack(mobile_redirect_uris=[APP_URI], clock=clock)
+    verifier, challenge = pkce()
+    before = await session_keys(redis_url)
+    code = await handoff_code(stack, challenge)
+    clock.offset += 61
+    async with app_client(stack) as app:
+        r = await exchange(app, stack, code, verifier)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_grant"
+    assert await session_keys(redis_url) - before == set()
+
+
+async def test_unknown_code_and_malformed_requests(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    verifier, challenge = pkce()
+    code = await handoff_code(stack, challenge)
+    url = f"{stack.url}/auth/mobile/token"
+    async with app_client(stack) as app:
+        unknown = await exchange(app, stack, secrets.token_urlsafe(32), verifier)
+        assert unknown.status_code == 400 and unknown.json()["code"] == "invalid_grant"
+        bad_requests = [
+            await app.post(url, data={"code": code, "code_verifier": verifier}),
+            await app.post(url, json={"code": code, "code_verifier": verifier, "redirect_uri": 7}),
+            await app.post(url, json=[code, verifier, APP_URI]),
+            await app.post(url, content=b"{not json", headers={"Content-Type": "application/json"}),
+            await app.post(url, content=f"code={code}".encode(), headers={"Content-Type": "text/plain"}),
+            await app.post(url, data={"code": code, "code_verifier": verifier, "redirect_uri": "x" * 9000}),
+        ]
+        for r in bad_requests:
+            assert r.status_code == 400, r.text
+            assert r.json()["code"] == "invalid_request"
+        # A request that could not name its fields burns nothing: the code still works.
+        assert (await exchange(app, stack, code, verifier)).status_code == 200
+
+
+# --- the session token and CSRF -------------------------------------------------------------------------
+
+
+async def mobile_token(stack: Stack) -> str:
+    verifier, challenge = pkce()
+    code = await handoff_code(stack, challenge)
+    async with app_client(stack) as app:
+        got = await exchange(app, stack, code, verifier)
+        assert got.status_code == 200, got.text
+        token: str = got.json()["session_token"]
+        return token
+
+
+async def test_session_token_as_a_cookie_does_not_bypass_csrf(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    token = await mobile_token(stack)
+    # Someone plants the session token as the cookie and calls from another origin, without X-CSRF.
+    async with stack.client(cookies={stack.settings.session_cookie_name: token}) as attacker:
+        r = await attacker.get(f"{stack.url}/api/v1/userinfo", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and r.json()["code"] == "csrf_required"
+        r = await attacker.get(f"{stack.url}/auth/session")
+        assert r.status_code == 403 and r.json()["code"] == "csrf_required"
+        r = await attacker.post(f"{stack.url}/auth/logout", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403 and r.json()["code"] == "origin_not_allowed"
+        r = await attacker.post(f"{stack.url}/auth/logout", headers={**CSRF, "Origin": "https://evil.example"})
+        assert r.status_code == 403 and r.json()["code"] == "origin_not_allowed"
+        r = await attacker.post(f"{stack.url}/auth/logout")
+        assert r.status_code == 403 and r.json()["code"] == "csrf_required"
+        # Another Authorization scheme is not the Session header: the cookie path and its checks apply.
+        r = await attacker.get(f"{stack.url}/api/v1/userinfo", headers={"Authorization": "Bearer x"})
+        assert r.status_code == 403 and r.json()["code"] == "csrf_required"
+    async with app_client(stack) as app:
+        alive = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
+        assert alive.status_code == 200
+
+
+async def test_cookie_authenticated_requests_still_need_x_csrf(mobile_stack: Stack) -> None:
+    stack = mobile_stack
+    async with stack.client() as browser:
+        await stack.login(browser, "guest")
+        assert (await browser.get(f"{stack.url}/api/v1/userinfo")).json()["code"] == "csrf_required"
+        assert (await browser.get(f"{stack.url}/auth/session")).json()["code"] == "csrf_required"
+        assert (await browser.post(f"{stack.url}/auth/logout")).json()["code"] == "csrf_required"
+        assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        ["Session not-a-token"],
+        ["Session"],
+        ["session  x y"],
+        ["Session a.b", "Session c.d"],
+        ["Basic eA==", "Session x"],
+    ],
+)
+async def test_invalid_session_header_never_falls_back_to_the_cookie(
+    mobile_stack: Stack, authorization: list[str]
+) -> None:
+    stack = mobile_stack
+    async with stack.client() as browser:
+        await stack.login(browser, "guest")
+        assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
+        headers = [("Authorization", value) for value in authorization]
+        for path in ("/auth/session", "/api/v1/userinfo"):
+            r = await browser.get(f"{stack.url}{path}", headers=[*headers, ("X-CSRF", "1")])
+            assert r.status_code == 401, (path, r.text)
+        r = await browser.post(f"{stack.url}/auth/logout", headers=headers)
+        assert r.status_code == 200 and r.json()["logout_url"] is None
+        # The cookie's session was not touched by that logout.
+        assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
+
+
+async def test_session_scheme_is_case_insensitive(mobile_stack: Stack) -> None:
+    token = await mobile_token(mobile_stack)
+    async with app_client(mobile_stack) as app:
+        r = await app.get(f"{mobile_stack.url}/auth/session", headers={"Authorization": f"session {token}"})
+        assert r.status_code == 200
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def _load(uris: str) -> Any:
+    return load_settings({"BFF_CLIENT_ID": "c", "BFF_CLIENT_SECRET": "s", "BFF_MOBILE_REDIRECT_URIS": uris}, dev=True)
+
+
+def test_settings_accept_app_links_and_reverse_dns_schemes() -> None:
+    settings = _load(" com.example.app:/oauth2redirect , https://app.example.com/cb?x=1,com.example.app://cb ")
+    assert settings.mobile_redirect_uris == (
+        "com.example.app:/oauth2redirect",
+        "https://app.example.com/cb?x=1",
+        "com.example.app://cb",
+    )
+    assert _load("").mobile_redirect_uris == ()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://app.example.com/cb",  # not https
+        "myapp:/cb",  # not reverse-DNS
+        "javascript:alert(1)",
+        "com.example.app:/cb#frag",
+        "https:///cb",
+        "https://user:pw@app.example.com/cb",
+        "/relative/cb",
+        "com.example.app",
+        "Com.Example.App:/cb",
+    ],
+)
+def test_settings_refuse_other_redirect_uris(uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(uri)
+    assert any(p.startswith("BFF_MOBILE_REDIRECT_URIS:") for p in info.value.problems)
