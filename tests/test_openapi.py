@@ -1,0 +1,399 @@
+"""bff describes itself: the OpenAPI 3.1 document, its committed copy, and schemathesis against ``bff dev``.
+
+The fuzzing run starts ``bff dev`` as a subprocess (the emulator, bff and the SPA on one port), loads the
+document bff serves at ``/openapi.json``, and sends every operation schemathesis-generated cases, valid and
+invalid, twice: unauthenticated, then signed in as the emulator's admin (cookie + ``X-CSRF: 1`` + a
+same-origin ``Origin``) so the cases reach the validation and forwarding code. Checks: no 5xx, and every
+4xx/5xx is bff's problem+json with a ``code``, except Kryptos's own error JSON that ``/api/...`` passes
+through by contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.errors import FailureGroup
+
+from bff.app import create_app
+from bff.config import load_settings
+from bff.dev import create_dev_app
+from bff.openapi import build_document, render
+from bff.proxy.routes import ROUTES
+from tests.support.redis_server import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "openapi.json"
+REGENERATE = ".venv/bin/python -m bff.openapi > openapi.json"
+PROBLEM_JSON = "application/problem+json"
+MAX_EXAMPLES = 50  # per operation and generation mode (valid, then invalid cases)
+SEED = 20240917
+# Ending the signed-in session would turn every later case of the authenticated run into a 401.
+LOGOUT_OPERATIONS = frozenset({"POST /auth/logout", "GET /auth/logout"})
+
+
+def _schema(document: dict[str, Any]) -> schemathesis.BaseSchema:
+    config = schemathesis.Config.from_dict({"seed": SEED, "generation": {"with-security-parameters": False}})
+    return schemathesis.openapi.from_dict(copy.deepcopy(document), config=config)
+
+
+def _settings() -> Any:
+    return load_settings({"BFF_CLIENT_ID": "c", "BFF_CLIENT_SECRET": "s"}, dev=True)
+
+
+async def _get(app: Any, path: str) -> httpx2.Response:
+    # No lifespan: neither a 404 nor the document needs the services.
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://localhost") as client:
+        return await client.get(path)
+
+
+# --- the document ------------------------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    document = build_document()
+    assert document["openapi"] == "3.1.0"
+    schema = _schema(document)
+    schema.validate()  # against the OpenAPI 3.1 meta-schema
+    labels = set()
+    for result in schema.get_all_operations():
+        labels.add(result.ok().label)  # raises on an operation schemathesis cannot use
+    assert labels == {
+        "GET /auth/login",
+        "GET /auth/callback",
+        "GET /auth/session",
+        "POST /auth/logout",
+        "GET /auth/logout",
+        "POST /auth/backchannel-logout",
+        "POST /auth/mobile/token",
+        "GET /healthz",
+        "GET /readyz",
+        *(f"{r.method} {r.path}" for r in ROUTES),
+    }
+
+
+def test_every_route_of_the_app_is_described() -> None:
+    described = {(path, method.upper()) for path, item in build_document()["paths"].items() for method in item}
+    served = {
+        (route.path, method)
+        for route in create_app(_settings()).routes
+        for method in getattr(route, "methods", None) or ()
+        if method != "HEAD"
+    }
+    assert served == described
+
+
+def test_forwarded_operations_come_from_the_route_table() -> None:
+    paths = build_document()["paths"]
+    for route in ROUTES:
+        operation = paths[route.path][route.method.lower()]
+        params = {(p["in"], p["name"]): p for p in operation["parameters"] if "$ref" not in p}
+        assert {name for (where, name) in params if where == "query"} == {f.name for f in route.query}
+        assert {"$ref": "#/components/parameters/XCsrf"} in operation["parameters"]
+        for name, pattern in route.path_params.items():
+            assert params[("path", name)]["schema"]["pattern"] == pattern.pattern
+        assert ("requestBody" in operation) == (route.body is not None)
+    integrations = {p["name"]: p["schema"] for p in paths["/api/v1/integrations"]["get"]["parameters"] if "name" in p}
+    assert integrations["page"].items() >= {"type": "integer", "minimum": 1, "maximum": 1_000_000}.items()
+    assert integrations["pageSize"].items() >= {"type": "integer", "minimum": 1, "maximum": 200}.items()
+    assert integrations["searchedKey"].items() >= {"type": "string", "maxLength": 200}.items()
+    patch = paths["/api/developer/grants/{grantId}/transaction-limit"]["patch"]
+    grant_id = next(p for p in patch["parameters"] if p.get("name") == "grantId")
+    assert grant_id["schema"]["pattern"] == "^[A-Za-z0-9_-]{1,128}$"
+    body = patch["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False
+    assert body["minProperties"] == 1
+    assert body["properties"].keys() == {"transactionLimit", "enableLimiter"}
+    limit = body["properties"]["transactionLimit"]
+    assert limit.items() >= {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}.items()
+    assert body["properties"]["enableLimiter"] == {"type": "boolean"}
+
+
+def test_every_error_response_is_problem_json() -> None:
+    for path, item in build_document()["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if status == "default" or status.startswith(("4", "5")):
+                    assert PROBLEM_JSON in response.get("content", {}) or path.startswith("/api/"), (method, path)
+                if status == "302":
+                    assert response["headers"]["Location"]["required"] is True
+
+
+def test_committed_document_is_current() -> None:
+    assert COMMITTED.read_text(encoding="utf-8") == render(), (
+        f"openapi.json is out of date with bff; regenerate it from the repository root:  {REGENERATE}"
+    )
+
+
+async def test_dev_serves_the_document_and_serve_does_not() -> None:
+    dev_app, _ = create_dev_app(free_port(), {})
+    r = await _get(dev_app, "/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json() == build_document()
+    # `bff serve` builds its app with create_app alone: no document there.
+    app = create_app(_settings())
+    assert not any(getattr(route, "path", None) == "/openapi.json" for route in app.routes)
+    r = await _get(app, "/openapi.json")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == PROBLEM_JSON
+
+
+# --- schemathesis against `bff dev` -------------------------------------------------------------------------
+
+
+def _header(response: schemathesis.Response, name: str) -> str:
+    values = response.headers.get(name.lower()) or [""]
+    return values[0]
+
+
+def _is_upstream_error(case: schemathesis.Case, response: schemathesis.Response, body: Any) -> bool:
+    """Kryptos's own error JSON passed through by ``/api/...`` (contract §4.2), not one of bff's problems.
+
+    The emulator's shapes: the data API ``{"error", "message", "details"}``, the connect API
+    ``{"success": false, "error", "code"}``. A problem from bff always has ``type`` ``urn:bff:problem:…``.
+    """
+    return (
+        case.path.startswith("/api/")
+        and _header(response, "content-type").split(";")[0].strip() == "application/json"
+        and isinstance(body, dict)
+        and "error" in body
+        and not str(body.get("type", "")).startswith("urn:bff:problem:")
+    )
+
+
+def errors_are_problem_json(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
+    """Every 4xx/5xx is bff's problem+json with a ``code``, or Kryptos's error JSON passed through."""
+    if response.status_code < 400:
+        return None
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if _is_upstream_error(case, response, body):
+        return None
+    content_type = _header(response, "content-type")
+    assert content_type == PROBLEM_JSON, f"error with Content-Type {content_type!r}, not {PROBLEM_JSON}"
+    assert isinstance(body, dict), "problem+json body is not a JSON object"
+    assert isinstance(body.get("code"), str) and body["code"], "problem without a `code`"
+    assert body.get("type") == f"urn:bff:problem:{body['code']}", f"problem type {body.get('type')!r}"
+    assert body.get("status") == response.status_code, "problem status differs from the HTTP status"
+    return None
+
+
+@dataclass
+class FuzzReport:
+    name: str
+    cases: int = 0
+    operations: set[str] = field(default_factory=set)
+    outcomes: Counter[str] = field(default_factory=Counter)  # "400 invalid_state", "200", ...
+    upstream_errors: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def record(self, case: schemathesis.Case, response: schemathesis.Response) -> None:
+        self.cases += 1
+        self.operations.add(case.operation.label)
+        body = _json_or_none(response)
+        code = body.get("code") if isinstance(body, dict) and response.status_code >= 400 else None
+        self.outcomes[f"{response.status_code} {code}" if code else str(response.status_code)] += 1
+        if response.status_code >= 400 and _is_upstream_error(case, response, body):
+            self.upstream_errors += 1
+
+    def summary(self) -> str:
+        outcomes = ", ".join(f"{k} x{v}" for k, v in sorted(self.outcomes.items()))
+        return (
+            f"schemathesis ({self.name}): {self.cases} cases across {len(self.operations)} operations, "
+            f"{len(self.failures)} failures, {self.upstream_errors} Kryptos errors passed through; {outcomes}"
+        )
+
+
+def _json_or_none(response: schemathesis.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def _fuzz(
+    schema: schemathesis.BaseSchema,
+    base_url: str,
+    report: FuzzReport,
+    *,
+    headers: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> None:
+    """Every operation, valid and invalid cases, MAX_EXAMPLES each, deterministically; failures are collected."""
+    settings = hypothesis.settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,  # a fixed seed: the same cases on every run
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # failures are collected, not shrunk
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.label in exclude:
+            continue
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            run = settings(
+                hypothesis.given(case=operation.as_strategy(generation_mode=mode))(
+                    _case_runner(base_url, report, mode, headers=headers, cookies=cookies)
+                )
+            )
+            with contextlib.suppress(hypothesis.errors.Unsatisfiable):  # nothing to make invalid (no parameters)
+                run()
+
+
+def _case_runner(
+    base_url: str,
+    report: FuzzReport,
+    mode: GenerationMode,
+    *,
+    headers: dict[str, str] | None,
+    cookies: dict[str, str] | None,
+) -> Callable[[schemathesis.Case], None]:
+    def run(case: schemathesis.Case) -> None:
+        # No shared session: a fresh connection per case. On a kept-alive connection `bff dev` answers each
+        # response ~40 ms late (Nagle vs delayed ACK: its listening sockets are made without IPPROTO_TCP, so
+        # asyncio never sets TCP_NODELAY), which would make this run several times slower.
+        response = case.call(base_url=base_url, headers=headers, cookies=cookies, timeout=15)
+        report.record(case, response)
+        try:
+            case.validate_response(response, checks=[not_a_server_error, errors_are_problem_json])
+        except FailureGroup as group:
+            request = response.request
+            reason = "; ".join(f"{f.title}: {f.message}".replace("\n", " ") for f in group.exceptions)
+            report.failures.append(
+                f"[{mode.value}] {request.method} {request.url} -> {response.status_code} "
+                f"{_header(response, 'content-type')!r} {response.content[:300]!r}\n    {reason}\n"
+                f"    {case.as_curl_command(headers=dict(request.headers))}"
+            )
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def bff_dev() -> Iterator[str]:
+    """A ``bff dev`` subprocess on a free port (a mobile redirect URI set, so client=mobile is reachable)."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "BFF_MOBILE_REDIRECT_URIS": "com.example.app:/oauth2redirect",
+        "BFF_LOG_LEVEL": "warning",
+    }
+    base = f"http://localhost:{port}"
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bff", "dev", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    out.seek(0)
+                    raise AssertionError(f"bff dev exited: {out.read()}")
+                try:
+                    if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx2.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "bff dev not ready in 30 s"
+                time.sleep(0.1)
+            yield base
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            out.seek(0)
+            logs = out.read()
+        # A 5xx the checks did not see would still leave a trace here.
+        unhandled = [line for line in logs.splitlines() if " bff.app [" in line and "unhandled error" in line]
+        assert not unhandled, logs[-4000:]
+
+
+def _sign_in(base: str, username: str) -> dict[str, str]:
+    """Sign in through the emulator as a browser would; the session cookie it ends with."""
+    with httpx2.Client(follow_redirects=True, timeout=10) as client:
+        r = client.get(f"{base}/auth/login", params={"login_hint": username})
+        assert r.status_code == 200, r.text
+        assert str(r.url) == base + "/"
+        me = client.get(f"{base}/auth/session", headers={"X-CSRF": "1"})
+        assert me.status_code == 200
+        assert me.json()["is_admin"] is True
+        return {name: value for name, value in client.cookies.items() if name == "bff-session"}
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, record_property: Any) -> None:
+    base = bff_dev  # http://localhost:<port>: the public URL, so the origin and the sign-in redirects use it
+    target = base.replace("localhost", "127.0.0.1")  # where the cases go (the cookie is passed explicitly)
+    r = httpx2.get(f"{target}/openapi.json", timeout=5)
+    assert r.status_code == 200
+    assert r.json() == build_document()
+    schema = _schema(r.json())
+    started = time.monotonic()
+
+    anonymous = FuzzReport("unauthenticated")
+    _fuzz(schema, target, anonymous)
+
+    cookies = _sign_in(base, "admin")
+    assert cookies, "no session cookie after sign-in"
+    signed_in = FuzzReport("signed in as admin; logout operations excluded")
+    _fuzz(
+        schema,
+        target,
+        signed_in,
+        headers={"X-CSRF": "1", "Origin": base},
+        cookies=cookies,
+        exclude=LOGOUT_OPERATIONS,
+    )
+    # The custom check does catch a bad error body: the emulator's own 401 JSON, as if bff had said it.
+    raw = requests.get(f"{target}/_kryptos/api/v1/userinfo", timeout=5)
+    with pytest.raises(FailureGroup, match="errors_are_problem_json"):
+        schema["/auth/session"]["GET"].Case().validate_response(raw, checks=[errors_are_problem_json])
+    # The session survived the run: the authenticated cases really were authenticated.
+    still = httpx2.get(f"{target}/auth/session", headers={"X-CSRF": "1"}, cookies=cookies, timeout=5)
+    assert still.status_code == 200, still.text
+
+    elapsed = time.monotonic() - started
+    total = anonymous.cases + signed_in.cases
+    operations = len(anonymous.operations | signed_in.operations)
+    print(f"\n{anonymous.summary()}\n{signed_in.summary()}")
+    print(f"schemathesis tried {total} cases across {operations} operations in {elapsed:.1f} s")
+    record_property("schemathesis_cases", total)
+    record_property("schemathesis_operations", operations)
+    # Signed in, the forwarder was reached: Kryptos answered some cases itself.
+    assert signed_in.outcomes["200"] > 0
+    failures = anonymous.failures + signed_in.failures
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
