@@ -1,0 +1,113 @@
+"""Helpers for the deployment checks: where things are, running helm, reading what it rendered.
+
+Nothing here needs a Docker engine or a Kubernetes cluster: the chart is linted and rendered with `helm`, the
+rendered manifests are parsed with PyYAML, and the Dockerfile is linted with hadolint and read as text.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "bff"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "bff"
+
+
+def venv_tool(name: str) -> str | None:
+    """A tool installed next to the running interpreter (the project's venv), else one on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which(name)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's values merge: maps merge key by key, anything else (lists included) is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_values(scenario: Path) -> dict[str, Any]:
+    """The values a scenario renders with: chart defaults overlaid with the scenario file."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return deep_merge(defaults, yaml.safe_load(scenario.read_text()) or {})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The documents `helm template` produced."""
+
+    docs: tuple[dict[str, Any], ...]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.of_kind(kind)
+        assert len(found) == 1, f"expected exactly one {kind}, got {len(found)}"
+        return found[0]
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self.deployment["spec"]["template"]["spec"]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        containers = self.pod["containers"]
+        assert len(containers) == 1
+        return containers[0]
+
+
+class Helm:
+    """Runs helm with isolated home directories and remembers every result for the session."""
+
+    def __init__(self, binary: str, home: Path) -> None:
+        self._binary = binary
+        self._env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        self._cache: dict[tuple[str, ...], subprocess.CompletedProcess[str]] = {}
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if args not in self._cache:
+            self._cache[args] = subprocess.run(
+                [self._binary, *args], capture_output=True, text=True, env=self._env, timeout=60, check=False
+            )
+        return self._cache[args]
+
+    def lint(self, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
+        return self.run("lint", "--strict", str(chart), *args)
+
+    def template(self, *args: str, chart: Path = CHART) -> Rendered:
+        result = self.run("template", RELEASE, str(chart), *args)
+        assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
+        docs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+        return Rendered(docs)
+
+    def template_error(self, *args: str, chart: Path = CHART) -> str:
+        """helm template is expected to fail: returns its error output."""
+        result = self.run("template", RELEASE, str(chart), *args)
+        assert result.returncode != 0, f"helm template {' '.join(args)} rendered although it should fail"
+        return result.stderr
