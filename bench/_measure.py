@@ -1,0 +1,123 @@
+"""One measured run: CPU of each server process from /proc and Redis command counts, around one load run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from bench._load import LoadGenerator, LoadResult
+from bench._procs import cpu_seconds, machine_busy_seconds
+
+# Commands that change nothing; anything else a run causes counts as a write (conservative on purpose).
+_READ_ONLY = frozenset(
+    {"get", "mget", "exists", "ttl", "pttl", "type", "ping", "info", "memory", "dbsize", "scan", "hello", "select"}
+    | {"client", "command", "config", "echo", "time"}
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    path: str
+    front: str  # the process this target is about: upstream, nginx or bff
+    pids: Mapping[str, int]  # every process taking part, by name (the front one included)
+
+
+@dataclass(frozen=True)
+class Run:
+    target: str
+    round: int
+    connections: int
+    load: LoadResult
+    cpu_us: dict[str, float]  # CPU µs per completed request, by process
+    redis_writes: int
+    redis_gets: int
+    redis_commands: dict[str, int] = field(default_factory=dict)
+    # CPU the rest of the machine used during the run, in cores (busy time not ours ÷ wall time): other
+    # workloads on a shared machine skew every number, so each run says how much there was.
+    foreign_cores: float = 0.0
+    waited_s: float = 0.0  # how long the run waited for the machine to become quiet
+
+    @property
+    def clean(self) -> bool:
+        return self.load.non2xx == 0 and self.load.socket_errors == 0 and self.load.requests > 0
+
+    @property
+    def loadgen_us(self) -> float:
+        return self.load.loadgen_cpu_s * 1e6 / self.load.requests if self.load.requests else 0.0
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """Before a run, wait (up to ``max_wait`` s) until the rest of the machine uses < ``threshold`` cores.
+
+    On a machine shared with other work (CI, other people's test runs), a run that starts during someone
+    else's burst measures that burst. Our own servers are idle between runs, so what /proc/stat shows busy
+    then is someone else's.
+    """
+
+    threshold: float = 0.25
+    max_wait: float = 20.0
+    window: float = 1.0
+
+    def wait(self) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < self.max_wait:
+            before = machine_busy_seconds()
+            time.sleep(self.window)
+            if (machine_busy_seconds() - before) / self.window < self.threshold:
+                break
+        return time.monotonic() - started
+
+
+def command_calls(redis: Redis) -> dict[str, int]:
+    stats: dict[str, Any] = redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+def measure(
+    loadgen: LoadGenerator,
+    redis: Redis,
+    target: Target,
+    *,
+    round_no: int,
+    connections: int,
+    duration: float,
+    cookies: Path | None,
+    limit: int = 0,
+    threads: int | None = None,
+    quiet: Quiet | None = None,
+) -> Run:
+    waited = quiet.wait() if quiet is not None else 0.0
+    commands_before = command_calls(redis)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+    busy_before = machine_busy_seconds()
+    load = loadgen.run(
+        target.port, target.path, connections=connections, duration=duration, cookies=cookies, limit=limit
+    )
+    busy = machine_busy_seconds() - busy_before
+    cpu_after = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+    commands_after = command_calls(redis)
+    delta = {k: v - commands_before.get(k, 0) for k, v in commands_after.items() if v != commands_before.get(k, 0)}
+    delta["info"] = delta.get("info", 1) - 1  # our own INFO before the run
+    delta = {k: v for k, v in delta.items() if v}
+    per_request = max(load.requests, 1)
+    ours = sum(cpu_after[name] - cpu_before[name] for name in target.pids)
+    return Run(
+        target=target.name,
+        round=round_no,
+        connections=connections,
+        load=load,
+        cpu_us={name: (cpu_after[name] - cpu_before[name]) * 1e6 / per_request for name in target.pids},
+        redis_writes=sum(v for k, v in delta.items() if k.split("|")[0] not in _READ_ONLY),
+        redis_gets=delta.get("get", 0),
+        redis_commands=delta,
+        waited_s=waited,
+        foreign_cores=max(0.0, busy - ours - load.loadgen_cpu_s) / load.duration_s if load.duration_s else 0.0,
+    )

@@ -1,0 +1,404 @@
+"""The hot-path benchmark: one authenticated API call through ``bff serve``, against the upstream alone.
+
+Starts a private Redis, the fixed upstream (:mod:`bench.upstream`), the Kryptos emulator (the provider, so
+``/readyz`` is real), ``bff serve --workers 1`` (log level warning, and a second one at info to price the
+access log) and nginx ``proxy_pass`` when nginx is installed; seeds sessions straight into Redis with the
+BFF's own code; then runs every target once per round, in a rotating order, and reports medians, CPU per
+request of each server process, Redis bytes and writes, latency at 1/32/128 connections and the worker's
+memory after 100,000 sessions. Results go to ``bench/results/``. Run it with ``bench/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from redis import Redis
+
+from bench import _profile
+from bench._load import BENCH_DIR, LoadGenerator
+from bench._measure import Quiet, Target, measure
+from bench._procs import Processes, rss_kib
+from bench._report import SESSION_BYTES_GOAL, Results, machine, render
+from bench._seed import Seeder
+from bench._stack import Stack, find_nginx, start_stack
+from bff.sessions.store import session_key
+
+API_PATH = "/api/v1/integrations?page=1&pageSize=25"
+UPSTREAM_PATH = "/v1/integrations?page=1&pageSize=25"
+SESSION_PATH = "/auth/session"
+GIB = 1 << 30
+
+
+class _TimeLimit(Exception):
+    pass
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smoke check: 1 round x 3 s, 10,000 scale sessions")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--duration", type=float, help="seconds per target per round")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--sessions", type=int, default=1000, help="sessions the load rotates over")
+    p.add_argument("--scale-sessions", type=int, help="sessions for the memory figure (default 100,000)")
+    p.add_argument("--sweep-duration", type=float, help="seconds per run of the 1/32/128-connection sweep")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--nginx", help="nginx binary (default: nginx on PATH; skipped when none)")
+    p.add_argument("--no-info-log", action="store_true", help="skip the second bff at log level info")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each run, wait up to this many seconds for other work on the machine to drop below "
+        "0.25 cores (default 20, quick 5; 0 turns it off)",
+    )
+    p.add_argument("--py-spy", action="store_true", help="profile the bff worker under load (needs py-spy)")
+    p.add_argument("--time-limit", type=int, help="hard limit for the whole run, seconds")
+    p.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.rounds = args.rounds or (1 if quick else 3)
+    args.duration = args.duration or (3.0 if quick else 10.0)
+    args.scale_sessions = args.scale_sessions if args.scale_sessions is not None else (10_000 if quick else 100_000)
+    args.sweep_duration = args.sweep_duration or (2.0 if quick else 5.0)
+    args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (5.0 if quick else 20.0)
+    args.time_limit = args.time_limit or (420 if quick else 1500)
+    return args
+
+
+def _write_cookies(path: Path, name: str, values: list[str]) -> Path:
+    path.write_text("".join(f"{name}={v}\n" for v in values), encoding="ascii")
+    return path
+
+
+def _check_once(port: int, path: str, cookie: str) -> bytes:
+    """One request by hand before any load: a misconfigured stack must fail here, not as 100 % non-2xx."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers={"Cookie": cookie, "X-CSRF": "1", "Accept": "application/json"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path} on port {port} answered {response.status}: {body[:300]!r}")
+    return body
+
+
+def _targets(stack: Stack) -> list[Target]:
+    up, redis = stack.upstream.pid, stack.redis.pid
+    targets = [Target("upstream", stack.upstream.port, UPSTREAM_PATH, "upstream", {"upstream": up})]
+    if stack.nginx is not None:
+        targets.append(
+            Target("nginx", stack.nginx.port, UPSTREAM_PATH, "nginx", {"nginx": stack.nginx.pid, "upstream": up})
+        )
+    for level, server in stack.bffs.items():
+        name = "bff" if level == "warning" else "bff info-log"
+        targets.append(Target(name, server.port, API_PATH, "bff", {"bff": server.pid, "upstream": up, "redis": redis}))
+    return targets
+
+
+def _redis_section(redis: Redis, seeder: Seeder, results: Results) -> None:
+    sample = seeder.ids[:50]
+    keys = [session_key(i) for i in sample]
+    sizes = [int(redis.memory_usage(k, samples=0) or 0) for k in keys]
+    blob = [len(redis.get(k) or b"") for k in keys[:10]]
+    avg = sum(sizes) / len(sizes)
+    # Whatever else a login leaves per session (indexes for back-channel logout, ...): every key of the
+    # database that is neither a session nor shared, counted once, divided by the sessions.
+    others = [k for k in redis.scan_iter(count=1000) if not k.endswith(b":session")]
+    other_bytes = sum(int(redis.memory_usage(k, samples=0) or 0) for k in others)
+    per_session_other = other_bytes / max(len(seeder.ids), 1)
+    total = avg + per_session_other
+    ok = "**met**" if total <= SESSION_BYTES_GOAL else "**NOT met**"
+    kinds = sorted({k.decode(errors="replace").rsplit(":", 1)[0].split("{")[0] for k in others})
+    results.redis_lines += [
+        f"- `MEMORY USAGE` of one session key: {avg:,.0f} bytes (mean of {len(sizes)}; min {min(sizes)}, "
+        f"max {max(sizes)}); encrypted value {sum(blob) / len(blob):,.0f} bytes",
+        f"- other keys written with the sessions: {len(others):,} ({', '.join(kinds) or 'none'}) = "
+        f"{per_session_other:,.0f} bytes per session",
+        f"- **Redis bytes per session: {total:,.0f}** (goal ≤ {SESSION_BYTES_GOAL:,}: {ok}); "
+        f"sessions per GiB by `MEMORY USAGE`: {GIB / total:,.0f}",
+    ]
+    bff_runs = [r for r in results.rounds if r.target.startswith("bff")]
+    writes = sum(r.redis_writes for r in bff_runs)
+    requests = sum(r.load.requests for r in bff_runs)
+    gets = sum(r.redis_gets for r in bff_runs)
+    others = sorted({k for r in bff_runs for k in r.redis_commands if k != "get"})
+    results.redis_lines += [
+        f"- Redis writes during the bff rounds: {writes} over {requests:,} requests "
+        f"({'none: no write on the hot path' if writes == 0 else '**writes on the hot path**'}); "
+        f"GETs per request: {gets / max(requests, 1):.3f}; other commands seen: {', '.join(others) or 'none'}",
+        "- before each bff run the seeded sessions are re-saved as just used, so the run starts inside the "
+        "sliding window (the BFF rewrites a session at most once per idle timeout / 10 = 180 s by default)",
+    ]
+
+
+def _scale(
+    stack: Stack,
+    seeder: Seeder,
+    loadgen: LoadGenerator,
+    redis: Redis,
+    args: argparse.Namespace,
+    tmp: Path,
+    quiet: Quiet | None,
+) -> list[str]:
+    count = args.scale_sessions
+    if count <= 0:
+        return ["(skipped)"]
+    bff = stack.bff
+    rss_before = rss_kib(bff.pid)
+    mem_before = int(redis.info("memory")["used_memory"])
+    started = time.monotonic()
+    cookies = asyncio.run(seeder.seed_bulk(count))
+    seeded_in = time.monotonic() - started
+    mem_after = int(redis.info("memory")["used_memory"])
+    per_session = (mem_after - mem_before) / count
+    path = _write_cookies(tmp / "cookies-scale.txt", stack.settings.session_cookie_name, cookies)
+    target = Target("bff", bff.port, API_PATH, "bff", {"bff": bff.pid, "redis": stack.redis.pid})
+    # One wrk thread, so the cookies are used in file order and each session exactly once.
+    run = measure(
+        loadgen,
+        redis,
+        target,
+        round_no=0,
+        connections=32,
+        duration=count / 400 + 30,
+        cookies=path,
+        limit=count,
+        threads=1,
+        quiet=quiet,
+    )
+    rss_after = rss_kib(bff.pid)
+    used = min(run.load.requests, count)
+    return [
+        f"- seeded {count:,} sessions in {seeded_in:.1f} s (`SessionManager.save` on a `RedisStore` over a "
+        "pipeline: the BFF's own keys, indexes, TTLs and encryption)",
+        f"- Redis `used_memory` grew {(mem_after - mem_before) / 2**20:,.1f} MiB: {per_session:,.0f} bytes per "
+        f"session with the keyspace's own overhead → **{GIB / per_session:,.0f} sessions per GiB**",
+        f"- then {run.load.requests:,} requests at 32 connections over {used:,} distinct sessions in "
+        f"{run.load.duration_s:.1f} s ({run.load.rps:,.0f} req/s, p99 {run.load.p99_ms:.1f} ms, "
+        f"non-2xx {run.load.non2xx}, Redis writes {run.redis_writes})",
+        f"- bff worker RSS: {rss_before['VmRSS'] / 1024:,.1f} MiB before, {rss_after['VmRSS'] / 1024:,.1f} MiB after "
+        f"{used:,} sessions were used (peak {rss_after['VmHWM'] / 1024:,.1f} MiB)",
+    ]
+
+
+def _profile_run(
+    stack: Stack,
+    loadgen: LoadGenerator,
+    redis: Redis,
+    cookies: Path,
+    args: argparse.Namespace,
+    tmp: Path,
+    quiet: Quiet | None,
+) -> list[str]:
+    seconds = max(3, round(args.duration))
+    raw = tmp / "profile.txt"
+    if quiet is not None:
+        quiet.wait()
+    recorder = _profile.record(stack.bff.pid, seconds, raw)
+    try:
+        target = next(t for t in _targets(stack) if t.name == "bff")
+        run = measure(
+            loadgen, redis, target, round_no=0, connections=args.connections, duration=seconds, cookies=cookies
+        )
+        _, err = recorder.communicate(timeout=seconds + 30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    if not raw.exists():
+        return [f"py-spy produced no profile: {err.decode(errors='replace')[-500:]}"]
+    lines = [
+        f"Recorded with `py-spy record --rate 250 --format raw` for {seconds} s during a bff run at "
+        f"{args.connections} connections ({run.load.rps:,.0f} req/s while sampled).",
+        "",
+    ]
+    return lines + _profile.render(_profile.summarise(raw))
+
+
+def _benchmark(stack: Stack, args: argparse.Namespace, tmp: Path, results: Results) -> None:
+    loadgen = LoadGenerator(args.loadgen, args.threads)
+    results.settings.insert(0, ("load generator", loadgen.describe()))
+    redis = Redis.from_url(stack.redis_url, socket_timeout=30)
+    quiet = Quiet(max_wait=args.quiet_wait) if args.quiet_wait > 0 else None
+    try:
+        seeder = Seeder(stack.settings, stack.redis_url)
+        cookie_values = asyncio.run(seeder.seed(args.sessions))
+        cookies = _write_cookies(tmp / "cookies.txt", stack.settings.session_cookie_name, cookie_values)
+        first = f"{stack.settings.session_cookie_name}={cookie_values[0]}"
+        through_bff = _check_once(stack.bff.port, API_PATH, first)
+        direct = _check_once(stack.upstream.port, UPSTREAM_PATH, first)
+        if through_bff != direct:
+            raise RuntimeError("the bff's answer differs from the upstream's")
+        _check_once(stack.bff.port, SESSION_PATH, first)
+        targets = _targets(stack)
+        print(f"stack up; {args.sessions} sessions seeded; warming up {len(targets)} targets", flush=True)
+        for target in targets:
+            measure(loadgen, redis, target, round_no=0, connections=args.connections, duration=2, cookies=cookies)
+
+        for round_no in range(1, args.rounds + 1):
+            shift = (round_no - 1) % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                if target.front == "bff":
+                    asyncio.run(seeder.touch())
+                run = measure(
+                    loadgen,
+                    redis,
+                    target,
+                    round_no=round_no,
+                    connections=args.connections,
+                    duration=args.duration,
+                    cookies=cookies,
+                    quiet=quiet,
+                )
+                results.rounds.append(run)
+                flag = "" if run.clean else f"   <-- {run.load.non2xx} non-2xx, {run.load.socket_errors} socket errors!"
+                cpu = ", ".join(f"{k} {v:.0f} µs" for k, v in run.cpu_us.items())
+                print(
+                    f"round {round_no} {target.name:13} {run.load.rps:9,.0f} req/s  p99 {run.load.p99_ms:6.2f} ms  "
+                    f"CPU/req: {cpu}  other load {run.foreign_cores:.2f} cores (waited {run.waited_s:.0f} s){flag}",
+                    flush=True,
+                )
+                if not run.clean:
+                    results.notes.append(
+                        f"**round {round_no} {target.name}: {run.load.non2xx} non-2xx responses, "
+                        f"{run.load.socket_errors} socket errors — its numbers are not valid**"
+                    )
+
+        bff = next(t for t in targets if t.name == "bff")
+        session_target = Target("bff", bff.port, SESSION_PATH, "bff", bff.pids)
+        asyncio.run(seeder.touch())
+        for label, target in (("GET /auth/session", session_target), (f"GET {API_PATH}", bff)):
+            for connections in (1, 32, 128):
+                run = measure(
+                    loadgen,
+                    redis,
+                    target,
+                    round_no=0,
+                    connections=connections,
+                    duration=args.sweep_duration,
+                    cookies=cookies,
+                    quiet=quiet,
+                )
+                results.sweep.append((label, run))
+                print(
+                    f"sweep {label} c={connections}: {run.load.rps:,.0f} req/s p50 {run.load.p50_ms:.2f} ms "
+                    f"p99 {run.load.p99_ms:.2f} ms",
+                    flush=True,
+                )
+        busy = [r for r in results.rounds if r.foreign_cores > 0.2]
+        if busy:
+            worst = max(r.foreign_cores for r in busy)
+            results.notes.append(
+                f"the machine was running other work during {len(busy)} of {len(results.rounds)} runs (up to "
+                f"{worst:.2f} cores besides the benchmark): those runs understate req/s; CPU µs per request is "
+                "less affected"
+            )
+        _redis_section(redis, seeder, results)
+        if args.py_spy:
+            if _profile.py_spy() is None:
+                results.profile_lines = ["py-spy is not installed; skipped (.venv/bin/uv pip install py-spy)"]
+            else:
+                print("profiling the bff worker with py-spy", flush=True)
+                asyncio.run(seeder.touch())
+                results.profile_lines = _profile_run(stack, loadgen, redis, cookies, args, tmp, quiet)
+        print(f"scale: seeding {args.scale_sessions:,} sessions and using each once", flush=True)
+        results.scale_lines = _scale(stack, seeder, loadgen, redis, args, tmp, quiet)
+    finally:
+        redis.close()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> Any:
+    if signum == signal.SIGALRM:
+        raise _TimeLimit("the benchmark's time limit was reached")
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGALRM, _on_signal)
+    signal.alarm(args.time_limit)
+    nginx = find_nginx(args.nginx)
+    mode = "quick" if args.quick else "full"
+    results = Results(
+        mode=mode,
+        settings=[
+            (
+                "targets per round",
+                "upstream alone, "
+                + ("nginx proxy_pass, " if nginx else "")
+                + (
+                    "bff (log level warning), bff (log level info)"
+                    if not args.no_info_log
+                    else "bff (log level warning)"
+                ),
+            ),
+            ("rounds", f"{args.rounds} × {args.duration:g} s per target, order rotated each round, after 2 s warm-up"),
+            ("connections", f"{args.connections} (wrk -t{args.threads} -c{args.connections})"),
+            (
+                "request",
+                f"`GET {API_PATH}` with `X-CSRF: 1` and the session cookie, rotating over "
+                f"{args.sessions:,} sessions; upstream and nginx get `GET {UPSTREAM_PATH}`",
+            ),
+            (
+                "bff",
+                "`bff serve --workers 1` (uvicorn, uvloop, httptools; one process), JSON logs to a file, "
+                "Prometheus metrics on; provider = the Kryptos emulator (idle during runs), so /readyz is real",
+            ),
+            (
+                "quiet wait",
+                f"before each run, up to {args.quiet_wait:g} s for other work on the machine to drop below 0.25 cores"
+                if args.quiet_wait > 0
+                else "off",
+            ),
+            ("upstream", "bench/upstream.py: Starlette, fixed 1,785-byte JSON, uvicorn 1 worker, uvloop + httptools"),
+        ],
+    )
+    if not nginx:
+        results.notes.append("nginx is not installed: the nginx proxy_pass target was skipped")
+    tmp = Path(tempfile.mkdtemp(prefix="bff-bench-"))
+    ok = False
+    try:
+        with Processes() as procs:
+            stack = start_stack(procs, tmp, info_log=not args.no_info_log, nginx=nginx)
+            _benchmark(stack, args, tmp, results)
+        ok = True
+    except (_TimeLimit, KeyboardInterrupt, RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"\nbenchmark stopped: {type(exc).__name__}: {exc}\nserver logs kept in {tmp}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        signal.alarm(0)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+    extra = [("load generator", results.settings[0][1])]
+    if nginx:
+        extra.append(
+            ("nginx", subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False).stderr.strip())
+        )
+    text = render(results, machine(extra))
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    suffix = "-quick" if args.quick else ""
+    (args.results / f"{stamp}{suffix}.md").write_text(text)
+    (args.results / f"latest{suffix}.md").write_text(text)
+    print("\n" + text)
+    print(f"results written to {args.results / f'latest{suffix}.md'} and {args.results / f'{stamp}{suffix}.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
