@@ -23,12 +23,6 @@ from types import TracebackType
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def descendants(pid: int) -> list[int]:
     """Live descendants of ``pid`` (children, grandchildren, ...), from /proc."""
     parents: dict[int, list[int]] = {}

@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._procs import Processes, Server, free_port
+from bench._procs import Processes, Server
 from bff.config import Settings, load_settings
-from tests.support.redis_server import find_redis_binary
+from tests.support.redis_server import find_redis_binary, free_port
 
 CLIENT_ID = "bench"
 _STARTUP_TIMEOUT = 30.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import httpx2
@@ -56,9 +58,16 @@ async def test_access_log_fields(stack: Stack, caplog: pytest.LogCaptureFixture)
         caplog.clear()
         r = await client.get(f"{stack.url}/api/v1/userinfo", headers={**CSRF, "X-Request-ID": "trace-42"})
         assert r.status_code == 200
-    # The access line is written when the response is done; match ours by its request id.
-    entries = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "bff.access"]
-    [entry] = [e for e in entries if e["request_id"] == "trace-42"]
+    # The access line is written after the last byte is sent, so the client can have the response a moment
+    # before the server (another thread) has logged it: wait for ours, matched by its request id.
+    deadline = time.monotonic() + 5
+    while True:
+        entries = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "bff.access"]
+        ours = [e for e in entries if e["request_id"] == "trace-42"]
+        if ours or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    [entry] = ours
     assert entry["route"] == "/api/v1/userinfo"
     assert entry["status"] == 200
     assert entry["upstream_status"] == 200

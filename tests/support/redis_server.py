@@ -8,6 +8,7 @@ when the test session ends.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,7 +20,41 @@ from pathlib import Path
 from typing import Any
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: set[int] = set()
+_PORT_FLOOR = 20000
+
+
 def free_port() -> int:
+    """A loopback port that is free now and stays free until its server binds it.
+
+    A port the kernel picks with ``bind(0)`` comes from the ephemeral range, which is also where every
+    outgoing connection (to Redis, to the emulator) takes its local port: between picking and binding,
+    a client socket can take it and the server fails with "address already in use". So pick outside
+    that range, below it with room for a Redis Cluster bus port (port + 10000), never twice in one
+    process, and check the port binds. Falls back to ``bind(0)`` where the ephemeral range leaves no room.
+    """
+    low, _ = _ephemeral_range()
+    ceiling = low - 10000
+    rng = random.Random()
+    for _ in range(200 if ceiling > _PORT_FLOOR else 0):
+        port = rng.randrange(_PORT_FLOOR, ceiling)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
