@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench._procs import Processes, Server
 from bff.config import Settings, load_settings
-from tests.support.redis_server import find_redis_binary, free_port
+from tests.support.redis_server import free_port, redis_server_args
 
 CLIENT_ID = "bench"
 _STARTUP_TIMEOUT = 30.0
@@ -104,21 +104,7 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
     redis = procs.start(
         Server(
             "redis",
-            [
-                find_redis_binary(),
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-                "--protected-mode",
-                "no",
-            ],
+            redis_server_args(redis_port, str(tmp)),
             redis_port,
             tmp / "redis.log",
         )

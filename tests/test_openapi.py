@@ -14,7 +14,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from bff.config import load_settings
 from bff.dev import create_dev_app
 from bff.openapi import build_document, render
 from bff.proxy.routes import ROUTES
-from tests.support.redis_server import free_port
+from tests.support.processes import wait_ready
+from tests.support.redis_server import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "openapi.json"
@@ -313,30 +313,17 @@ def bff_dev() -> Iterator[str]:
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+        def output() -> str:
+            out.seek(0)
+            return out.read()
+
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                if proc.poll() is not None:
-                    out.seek(0)
-                    raise AssertionError(f"bff dev exited: {out.read()}")
-                try:
-                    if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "bff dev not ready in 30 s"
-                time.sleep(0.1)
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc, output, what="bff dev", timeout=30)
             yield base
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            out.seek(0)
-            logs = out.read()
+            stop_process(proc, timeout=15)
+            logs = output()
         # A 5xx the checks did not see would still leave a trace here.
         unhandled = [line for line in logs.splitlines() if " bff.app [" in line and "unhandled error" in line]
         assert not unhandled, logs[-4000:]

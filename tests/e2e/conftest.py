@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,8 @@ import httpx2
 import pytest
 import pytest_asyncio
 
-from tests.support.redis_server import free_port
+from tests.support.processes import wait_ready
+from tests.support.redis_server import free_port, stop_process
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page
@@ -70,23 +69,6 @@ class DevServer:
         return self.log.read()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str], log: IO[str], timeout: float = 30) -> None:
-    # A separate process cannot be awaited; poll its readiness endpoint, as an orchestrator would.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"bff dev exited with {proc.returncode}:\n{log.read()}")
-        try:
-            if httpx2.get(url, timeout=1).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.05)
-    log.seek(0)
-    raise RuntimeError(f"bff dev was not ready at {url} within {timeout} s:\n{log.read()}")
-
-
 @pytest.fixture(scope="session")
 def bff_dev() -> Iterator[DevServer]:
     port = free_port()
@@ -104,16 +86,11 @@ def bff_dev() -> Iterator[DevServer]:
         )
         try:
             base_url = f"http://localhost:{port}"
-            _wait_ready(f"{base_url}/readyz", proc, log)
-            yield DevServer(base_url, log)
+            server = DevServer(base_url, log)
+            wait_ready(f"{base_url}/readyz", proc, server.output, what="bff dev", timeout=30)
+            yield server
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_process(proc, timeout=15)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -19,6 +20,24 @@ from tests.support.redis_server import free_port, stop_process
 from tests.support.servers import ServerThread
 
 CLIENT_ID = "bff-replicas"
+
+
+def wait_ready(url: str, proc: subprocess.Popen[Any], output: Callable[[], str], *, what: str, timeout: float) -> None:
+    """Poll a started process's readiness endpoint, as an orchestrator would (a process cannot be awaited).
+
+    Fails with the process's output when it exits first or is not ready within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{output()}")
+        try:
+            if httpx2.get(url, timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} was not ready at {url} within {timeout} s:\n{output()}")
 
 
 @dataclass
@@ -63,17 +82,8 @@ class Cluster:
         )
         replica = Replica(port, proc, log, metrics_port)
         self.replicas.append(replica)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bff serve exited: {replica.output()}")
-            try:
-                if httpx2.get(f"{replica.url}/readyz", timeout=1).status_code == 200:
-                    return replica
-            except httpx2.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"bff serve not ready: {replica.output()}")
+        wait_ready(f"{replica.url}/readyz", proc, replica.output, what="bff serve", timeout=20)
+        return replica
 
     async def control(self, method: str, path: str, **kwargs: Any) -> Any:
         async with httpx2.AsyncClient() as c:

