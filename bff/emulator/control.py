@@ -19,7 +19,7 @@ from bff.emulator.backchannel import end_sessions, send_logouts
 from bff.emulator.config import DEFAULT_SCOPES, WORKSPACE_DEFAULT_CAP
 from bff.emulator.integrations import effective_limit
 from bff.emulator.issuance import mint_refresh_token, token_response
-from bff.emulator.state import DataApiFailure, EmulatorState, LimitSetting, RuntimeSettings
+from bff.emulator.state import TOKEN_FAILURES, DataApiFailure, EmulatorState, LimitSetting, RuntimeSettings
 
 
 class _BadRequest(Exception):
@@ -68,6 +68,7 @@ def _settings_view(state: EmulatorState) -> dict[str, Any]:
         "rotate_refresh_tokens": s.rotate_refresh_tokens,
         "token_delay_seconds": s.token_delay_seconds,
         "token_failure": s.token_failure,
+        "id_token_signing_algs": list(s.id_token_algs),
         "data_api_failure": None
         if fault is None
         else {
@@ -124,7 +125,8 @@ def _apply_config(
     s: RuntimeSettings, limits: dict[str, LimitSetting], default_client_id: str, body: dict[str, Any]
 ) -> None:
     known = {"access_token_ttl", "refresh_token_ttl", "id_token_ttl", "code_ttl", "rotate_refresh_tokens",
-             "token_delay_seconds", "token_failure", "data_api_failure", "workspace_limit"}  # fmt: skip
+             "token_delay_seconds", "token_failure", "data_api_failure", "workspace_limit",
+             "id_token_signing_algs"}  # fmt: skip
     unknown = set(body) - known
     if unknown:
         raise _BadRequest(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -138,9 +140,14 @@ def _apply_config(
     if "token_delay_seconds" in body:
         s.token_delay_seconds = _number(body, "token_delay_seconds", integer=False)
     if "token_failure" in body:
-        if body["token_failure"] not in (None, "unavailable", "invalid_grant"):
-            raise _BadRequest('token_failure must be null, "unavailable" or "invalid_grant"')
+        if body["token_failure"] is not None and body["token_failure"] not in TOKEN_FAILURES:
+            raise _BadRequest(f"token_failure must be null or one of {', '.join(TOKEN_FAILURES)}")
         s.token_failure = body["token_failure"]
+    if "id_token_signing_algs" in body:
+        algs = body["id_token_signing_algs"]
+        if not isinstance(algs, list) or not algs or not all(isinstance(a, str) and a for a in algs):
+            raise _BadRequest("id_token_signing_algs must be a non-empty list of algorithm names")
+        s.id_token_algs = tuple(algs)
     if "data_api_failure" in body:
         s.data_api_failure = _data_api_failure(body["data_api_failure"])
     if "workspace_limit" in body:

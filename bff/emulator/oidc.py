@@ -52,7 +52,7 @@ def discovery_document(state: EmulatorState) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": list(state.settings.id_token_algs),
         "scopes_supported": list(DEFAULT_SCOPES),
         "claims_supported": CLAIMS_SUPPORTED,
         "subject_types_supported": ["public"],

@@ -114,6 +114,21 @@ class DataApiFailure:
     remaining: int | None = None
 
 
+# Faults the token endpoint can be told to play (POST /_emulator/config {"token_failure": ...}):
+# "unavailable" → 503 temporarily_unavailable for every grant; "rate_limited" → 429 with Retry-After for every
+# grant (Kryptos allows 100 token calls a minute per client); the others are answered to refresh grants only,
+# as a 400 with that RFC 6749 §5.2 error code.
+TOKEN_FAILURES = (
+    "unavailable",
+    "rate_limited",
+    "invalid_grant",
+    "invalid_request",
+    "server_error",
+    "temporarily_unavailable",
+)
+RATE_LIMIT_RETRY_AFTER = 2
+
+
 @dataclass
 class RuntimeSettings:
     access_token_ttl: int
@@ -123,6 +138,8 @@ class RuntimeSettings:
     rotate_refresh_tokens: bool
     token_delay_seconds: float = 0.0
     token_failure: str | None = None
+    # What discovery advertises in id_token_signing_alg_values_supported (a hostile provider lists "none").
+    id_token_algs: tuple[str, ...] = ("RS256",)
     data_api_failure: DataApiFailure | None = None
 
     @classmethod

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from bff.emulator.client_auth import NO_STORE, OAuthError, authenticate_client, form_dict
 from bff.emulator.config import EmulatorClient
 from bff.emulator.issuance import mint_refresh_token, token_response
-from bff.emulator.state import EmulatorState
+from bff.emulator.state import RATE_LIMIT_RETRY_AFTER, EmulatorState
 
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 
@@ -68,8 +68,8 @@ def _refresh_token(state: EmulatorState, client: EmulatorClient, form: dict[str,
     if not form.get("refresh_token"):
         raise OAuthError("invalid_request", "missing required parameter 'refresh_token'")
     injected = state.settings.token_failure
-    if injected == "invalid_grant":
-        raise OAuthError("invalid_grant", "grant request is invalid (injected failure)")
+    if injected in ("invalid_grant", "invalid_request", "server_error", "temporarily_unavailable"):
+        raise OAuthError(injected, "the refresh request failed (injected failure)")
     record = state.refresh_tokens.get(form["refresh_token"])
     if record is None or record.client_id != client.client_id:
         raise OAuthError("invalid_grant", "grant request is invalid (refresh token not found)")
@@ -107,6 +107,13 @@ async def token(request: Request) -> Response:
         injected = state.settings.token_failure
         if injected == "unavailable":
             raise OAuthError("temporarily_unavailable", "the provider is unavailable (injected failure)", 503)
+        if injected == "rate_limited":
+            state.count_token(grant_type_key, "rate_limited")
+            return JSONResponse(
+                {"error": "rate_limited", "error_description": "too many token requests for this client"},
+                status_code=429,
+                headers={**NO_STORE, "Retry-After": str(RATE_LIMIT_RETRY_AFTER)},
+            )
         client = authenticate_client(state, request, form)
         if grant_type == "missing":
             raise OAuthError("invalid_request", "missing required parameter 'grant_type'")

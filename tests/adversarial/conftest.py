@@ -1,0 +1,92 @@
+"""The adversarial suite: attacks and faults run against real processes.
+
+Each test gets its own ``redis-server`` (so keys and bytes added by an attack can be counted exactly and a
+fault such as ``SIGSTOP`` touches nobody else), the Kryptos emulator, and ``bff serve`` replicas as separate
+OS processes (:mod:`tests.support.processes`). Every protection here has a test that fails without it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+import redis
+
+from tests.support.processes import Cluster, Replica, start_cluster
+from tests.support.redis_server import RedisServer
+
+CSRF = {"X-CSRF": "1"}
+
+
+@dataclass
+class PrivateRedis:
+    server: RedisServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.server.port, socket_timeout=5)
+
+    def keys_and_bytes(self) -> tuple[int, int]:
+        """How many keys Redis holds and the bytes they take (``MEMORY USAGE``, the same figure the README quotes)."""
+        with self.client() as r:
+            keys = list(r.scan_iter(count=1000))
+            return len(keys), sum(int(r.memory_usage(k) or 0) for k in keys)
+
+    def freeze(self) -> None:
+        """Stop the server outright (``SIGSTOP``): sockets stay open, nothing answers, like a hung host."""
+        assert self.server.proc is not None
+        os.kill(self.server.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.server.proc is not None
+        os.kill(self.server.proc.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = RedisServer().start()
+    handle = PrivateRedis(server)
+    try:
+        yield handle
+    finally:
+        handle.thaw()  # a test that froze it and failed must not leave a stopped process behind
+        server.stop()
+
+
+@pytest.fixture
+def replicas(private_redis: PrivateRedis) -> Iterator[Callable[..., Cluster]]:
+    """``replicas(n=2, **BFF_env)``: an emulator and ``n`` ``bff serve`` processes on the private Redis."""
+    started: list[Cluster] = []
+
+    def factory(n: int = 2, **env: str) -> Cluster:
+        cluster = start_cluster(private_redis.url, replicas=n, metrics=False, **env)
+        started.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in started:
+        cluster.stop()
+
+
+async def sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = "guest") -> str:
+    """A whole browser sign-in against one replica; returns the session cookie's value."""
+    start = await client.get(f"{replica.url}/auth/login", params={"login_hint": username})
+    assert start.status_code == 302, start.text
+    approve = await client.get(start.headers["location"])
+    query = urlsplit(approve.headers["location"]).query
+    done = await client.get(f"{replica.url}/auth/callback?{query}")
+    assert done.status_code == 302, done.text
+    return str(client.cookies["bff-session"])
+
+
+def cookie_headers(cookie: str, **extra: str) -> dict[str, Any]:
+    return {**CSRF, "Cookie": f"bff-session={cookie}", **extra}
