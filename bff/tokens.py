@@ -3,7 +3,8 @@
 A refresh redeems a refresh token, and with rotating refresh tokens a second redeem of the same token
 makes the provider revoke the whole grant (node oidc-provider does; so does our emulator): one lost race
 logs the user out. So a refresh happens only under a per-session lock that holds across processes and
-replicas (security.md, "What went wrong elsewhere"):
+replicas (:class:`~bff.sessions.manager.RefreshLock`; the README's "Sessions, refresh and logout across
+replicas"):
 
 * inside one process, concurrent requests of a session share one in-flight refresh (single flight), so
   they do not queue on Redis;
@@ -15,24 +16,37 @@ replicas (security.md, "What went wrong elsewhere"):
 * waiters poll for the lock's release for a bounded time, then answer 503 ``refresh_in_progress`` with
   ``Retry-After``; a crashed holder's lease runs out well within that wait.
 
-What a refresh may do to a session is decided here too: ``invalid_grant`` / ``invalid_client`` delete it
-(401 ``session_expired``); a provider outage keeps it (502) so the next request tries again; a response
-without a new refresh token keeps the old one; the session never outlives its refresh token.
+A refresh, once sent, runs to completion: the provider may rotate the refresh token however late it
+answers, and forgetting its answer would make the next refresh present the rotated-out token (reuse: the
+grant is revoked). So the flight is a task of its own that no caller's disconnect or impatience cancels:
+callers wait at most ``BFF_REFRESH_WAIT`` and then get 503 with ``Retry-After``, while the flight waits up to
+:data:`COMPLETION_TIMEOUT` for the provider, keeps renewing the lock (a renewal error is logged, never
+allowed to hide a refresh that succeeded), and saves what the provider answered, retrying the save while
+Redis is away. Saves are conditional (:mod:`bff.sessions.manager`): a save that meets a record changed
+meanwhile (a sliding write) puts the new tokens onto the current record; one that meets an ended session
+revokes them.
+
+What a refresh may do to a session is decided here too: ``invalid_grant`` / ``invalid_client`` /
+``unauthorized_client`` / ``invalid_scope`` delete it (401 ``session_expired``); any other answer — another
+OAuth error (``invalid_request``, ``temporarily_unavailable``, ``server_error``), a 5xx, no answer — is an
+outage: the session is kept (502 ``idp_unavailable``) and the next request tries again; a response without
+a new refresh token keeps the old one; the session never outlives its refresh token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
-import secrets
 
 from bff import metrics
-from bff.errors import IdpUnavailable, ServiceUnavailable, session_expired
-from bff.oidc import OidcClient, TokenRejected
+from bff.errors import BffError, IdpUnavailable, ServiceUnavailable, SessionStoreUnavailable, session_expired
+from bff.oidc import OidcClient, TokenRejected, TokenSet
 from bff.sessions import Session, SessionManager
-from bff.sessions.store import refresh_lock_key
+from bff.sessions.manager import RefreshLock
+from bff.sessions.store import redis_budget
 
 log = logging.getLogger("bff.tokens")
 
@@ -40,6 +54,8 @@ REFRESH_MARGIN = 60.0  # refresh when the access token expires within this many 
 # Provider answers that mean the grant is gone for good (RFC 6749 §5.2).
 _FATAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"})
 _POLL_FIRST, _POLL_MAX = 0.02, 0.25
+COMPLETION_TIMEOUT = 60.0  # how long a refresh already sent waits for the provider's answer
+SAVE_FOR = 30.0  # how long refreshed tokens are kept (under the lock) while the store cannot take them
 
 
 def refresh_due_at(issued_at: float, expires_at: float) -> float:
@@ -81,15 +97,34 @@ class TokenService:
         if task is None:
             task = asyncio.create_task(self._refresh_across_replicas(session_id, stale.access_token))
             self._flights[session_id] = task
-            task.add_done_callback(lambda _: self._flights.pop(session_id, None))
-        # shield: one caller going away (client disconnect) must not cancel the others' refresh.
-        return await asyncio.shield(task)
+            task.add_done_callback(functools.partial(self._landed, session_id))
+        try:
+            # shield: a caller going away (client disconnect) or giving up must not cancel the refresh.
+            return await asyncio.wait_for(asyncio.shield(task), timeout=self._wait)
+        except TimeoutError:
+            metrics.refreshes.labels(outcome="gave_up").inc()
+            raise self._busy() from None
+
+    def _landed(self, session_id: str, task: asyncio.Task[Session]) -> None:
+        self._flights.pop(session_id, None)
+        # Every caller may have given up already: the outcome is taken here so that a failure nobody waited
+        # for is not reported as "Task exception was never retrieved" (it was logged where it happened).
+        if not task.cancelled():
+            task.exception()
+
+    def _busy(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "The session is being refreshed; try again in a moment.",
+            code="refresh_in_progress",
+            headers={"Retry-After": str(max(1, math.ceil(self._lease)))},
+        )
 
     async def _refresh_across_replicas(self, session_id: str, stale_token: str) -> Session:
+        # This task outlives the request that started it: it gets no share of that request's Redis budget.
+        redis_budget.set(None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
-        lock = refresh_lock_key(session_id)
-        owner = secrets.token_bytes(16)
+        lock = self._sessions.refresh_lock(session_id, self._lease)
         delay = _POLL_FIRST
         wait_started: float | None = None
         while True:
@@ -98,7 +133,7 @@ class TokenService:
                 self._waited(wait_started, loop.time())
                 metrics.refreshes.labels(outcome="reused").inc()
                 return current  # refreshed elsewhere while we waited
-            if await self._sessions.store.set_if_absent(lock, owner, ttl=self._lease):
+            if await lock.obtain():
                 self._waited(wait_started, loop.time())
                 break
             if wait_started is None:
@@ -107,14 +142,10 @@ class TokenService:
             if loop.time() + delay > deadline:
                 self._waited(wait_started, loop.time())
                 metrics.refreshes.labels(outcome="gave_up").inc()
-                raise ServiceUnavailable(
-                    "The session is being refreshed; try again in a moment.",
-                    code="refresh_in_progress",
-                    headers={"Retry-After": str(max(1, math.ceil(self._lease)))},
-                )
+                raise self._busy()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
-        renewer = asyncio.create_task(self._renew(lock, owner))
+        renewer = asyncio.create_task(self._renew(lock))
         try:
             # Read again under the lock: another replica may have refreshed between our read and the lock.
             current = await self._current(session_id)
@@ -126,8 +157,8 @@ class TokenService:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            with contextlib.suppress(Exception):  # an unreleased lock simply runs out its lease
-                await self._sessions.store.delete_if_equal(lock, owner)
+            with contextlib.suppress(BffError):  # an unreleased lock simply runs out its lease
+                await lock.release()
 
     @staticmethod
     def _waited(started: float | None, now: float) -> None:
@@ -140,12 +171,16 @@ class TokenService:
             raise session_expired()
         return current
 
-    async def _renew(self, lock: str, owner: bytes) -> None:
+    async def _renew(self, lock: RefreshLock) -> None:
         while True:
-            await asyncio.sleep(self._lease / 3)
-            if not await self._sessions.store.expire_if_equal(lock, owner, ttl=self._lease):
-                log.warning("refresh lock lost while refreshing", extra={"outcome": "lock_lost"})
-                return
+            await asyncio.sleep(lock.lease / 3)
+            try:
+                if not await lock.renew():
+                    log.warning("refresh lock lost while refreshing", extra={"outcome": "lock_lost"})
+                    return
+            except SessionStoreUnavailable:
+                # Keep going: the refresh may already be at the provider, and its answer must be saved.
+                log.warning("refresh lock could not be renewed", extra={"outcome": "lock_renew_failed"})
 
     async def _redeem(self, session_id: str, current: Session) -> Session:
         if current.refresh_token is None:
@@ -153,33 +188,68 @@ class TokenService:
             raise session_expired()
         issued = self._sessions.clock()
         try:
-            tokens = await self._oidc.refresh(current.refresh_token)
+            tokens = await self._oidc.refresh(current.refresh_token, http_timeout=COMPLETION_TIMEOUT)
         except TokenRejected as exc:
-            if exc.error in _FATAL_ERRORS:
-                metrics.refreshes.labels(outcome="rejected").inc()
-                metrics.sessions_ended.labels(reason="refresh_rejected").inc()
-                log.info("refresh refused; session ended", extra={"error": exc.error, "outcome": "rejected"})
-                await self._sessions.delete(session_id)
-                raise session_expired() from exc
-            metrics.refreshes.labels(outcome="failed").inc()
-            raise
+            metrics.refreshes.labels(outcome="rejected" if exc.error in _FATAL_ERRORS else "failed").inc()
+            if exc.error not in _FATAL_ERRORS:
+                # invalid_request, temporarily_unavailable, server_error, …: the grant may well be alive.
+                log.warning("refresh failed; session kept", extra={"error": exc.error, "outcome": "failed"})
+                raise IdpUnavailable("The identity provider could not refresh the session; try again.") from exc
+            metrics.sessions_ended.labels(reason="refresh_rejected").inc()
+            log.info("refresh refused; session ended", extra={"error": exc.error, "outcome": "rejected"})
+            await self._sessions.delete(session_id)
+            raise session_expired() from exc
         except IdpUnavailable:
             metrics.refreshes.labels(outcome="failed").inc()
             raise
+        saved = await self._store_refreshed(session_id, current, tokens, issued)
+        metrics.refreshes.labels(outcome="refreshed").inc()
+        log.info("tokens refreshed", extra={"outcome": "refreshed"})
+        return saved
+
+    def _apply(self, base: Session, tokens: TokenSet, issued: float) -> Session:
         # Unless the provider says otherwise, a rotated refresh token lives no longer than the first one
         # (whose expiry was fixed at login from `refresh_expires_in` or the documented lifetime).
-        refresh_expires = tokens.refresh_expires_at or current.refresh_expires_at
-        updated = current.with_changes(
+        refresh_expires = tokens.refresh_expires_at or base.refresh_expires_at
+        return base.with_changes(
             access_token=tokens.access_token,
             access_expires_at=tokens.expires_at,
             access_refresh_at=refresh_due_at(issued, tokens.expires_at),
-            refresh_token=tokens.refresh_token or current.refresh_token,
+            refresh_token=tokens.refresh_token or base.refresh_token,
             refresh_expires_at=refresh_expires,
-            scope=tokens.scope or current.scope,
-            expires_at=min(current.expires_at, self._sessions.absolute_end(current.created_at, refresh_expires)),
+            scope=tokens.scope or base.scope,
+            expires_at=min(base.expires_at, self._sessions.absolute_end(base.created_at, refresh_expires)),
             last_seen_at=self._sessions.clock(),
         )
-        await self._sessions.save(session_id, updated)
-        metrics.refreshes.labels(outcome="refreshed").inc()
-        log.info("tokens refreshed", extra={"outcome": "refreshed"})
-        return updated
+
+    async def _store_refreshed(self, session_id: str, current: Session, tokens: TokenSet, issued: float) -> Session:
+        """Save what the provider answered, whatever it takes within :data:`SAVE_FOR` (still under the lock)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SAVE_FOR
+        base: Session | None = current
+        delay = 0.05
+        while True:
+            try:
+                if base is None:
+                    base = await self._sessions.load(session_id, cached=False)
+                    if base is None:
+                        # Ended (logout, back-channel) while the provider was answering: the new tokens
+                        # belong to nobody now.
+                        await self._revoke(tokens)
+                        raise session_expired()
+                saved = await self._sessions.save(session_id, self._apply(base, tokens, issued))
+                if saved is not None:
+                    return saved
+                base = None  # the record changed meanwhile (a sliding write): apply to what is there now
+            except SessionStoreUnavailable:
+                if loop.time() + delay > deadline:
+                    log.error("refreshed tokens could not be saved", extra={"outcome": "save_failed"})
+                    raise
+                log.warning("refreshed tokens not saved yet; retrying", extra={"outcome": "save_retry"})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _revoke(self, tokens: TokenSet) -> None:
+        if tokens.refresh_token:
+            await self._oidc.revoke(tokens.refresh_token, "refresh_token")
+        await self._oidc.revoke(tokens.access_token, "access_token")

@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bff.observability import JsonFormatter, quiet_library_loggers
+from bff.sessions.manager import TOMBSTONE, TOMBSTONE_TTL
 from bff.sessions.store import session_key
 from tests.support.stack import Stack
 
@@ -60,7 +61,9 @@ async def test_login_session_logout_round_trip(stack: Stack, redis_url: str, cap
             # RFC 7009 revocation at logout: both tokens dead at the provider; the record is gone.
             assert (await stack.introspect(tokens["access_token"]))["active"] is False
             assert (await stack.introspect(tokens["refresh_token"]))["active"] is False
-            assert await r.exists(session_key(session_id)) == 0
+            # The record is gone: a short-lived tombstone holds its place (no token, nothing to decrypt).
+            assert await r.get(session_key(session_id)) == TOMBSTONE
+            assert 0 < await r.ttl(session_key(session_id)) <= TOMBSTONE_TTL
         finally:
             await r.aclose()
         after = await client.get(f"{stack.url}/auth/session", headers=CSRF)

@@ -3,19 +3,28 @@
 Reading a session is a Redis round trip plus decryption on every API call; most calls of a user come in
 bursts, so each process keeps what it read for a few seconds. It stays correct across replicas because
 every change to a session anywhere (save, refresh, logout, back-channel logout, expiry) is published on
-one Redis channel, and every process drops its copy when it hears of it:
+one Redis channel, and every process drops its copy when it hears of it
+(:meth:`~bff.sessions.manager.SessionManager.follow_changes`):
 
-* the cache is used only while this process's subscription is live; when it breaks (Redis went away: the
-  closed connection is noticed at once), the cache is emptied and bypassed until the subscription is
-  back, so a missed message can never leave a stale copy behind;
+* the cache is used only while this process's subscription is known to be live. It is trusted only while
+  it is heard from: a PING goes out every second and its PONG must come back within three
+  (:data:`~bff.sessions.redis_store.FEED_DEADLINE`), so a connection that died silently (no FIN: a host
+  gone, packets dropped, Redis frozen) is given up within seconds, not when TCP notices minutes later. A
+  closed connection is noticed at the next read;
+* redis-py re-establishes a dropped subscription by itself, and what was published in between is lost: every
+  re-subscription therefore empties the cache (a gap), as does losing the feed, after which the cache is
+  bypassed until the subscription is back;
 * a read that raced with a change is not cached: every drop bumps an epoch, and a copy is stored only if
   no drop happened while it was being read;
-* an entry lives at most ``ttl`` seconds even if all else failed;
-* refreshing tokens (under the refresh lock) always reads Redis, never this cache.
+* an entry lives at most ``ttl`` seconds (``BFF_SESSION_CACHE_SECONDS``, at most 60) even if all else failed;
+* refreshing tokens (under the refresh lock) always reads Redis, never this cache;
+* a stale copy can never be written back: session updates are compare-and-set against the version read,
+  and an ended session leaves a tombstone (:mod:`bff.sessions.manager`).
 
-The remaining window is the publish latency (well under a millisecond on a LAN): a request arriving on
-another replica within it may still see a session that was just ended. Its tokens are already revoked at
-the provider by then, so an upstream call with them fails and ends in 401.
+The remaining window is the publish latency (well under a millisecond on a LAN) or, for a feed that died
+silently, the PONG deadline: a request arriving on another replica within it may still see a session that
+was just ended. Its tokens are already revoked at the provider by then, so an upstream call with them fails
+and ends in 401.
 """
 
 from __future__ import annotations

@@ -6,13 +6,25 @@ checked on read (not only by the store's TTL); the idle timeout slides without a
 record is rewritten only once a tenth of the idle timeout has passed since the last write; a record
 encrypted under an older key is re-encrypted when next written. Login state is single use (get-and-delete).
 
+A session that ended stays ended, whatever replica or stale copy tries to write it:
+
+* every update is conditional (compare-and-set in one store step): it is written only while the store
+  still holds the very record the update was made from (:attr:`Session.version`), so a sliding write or a
+  refresh save from a stale copy — another replica's cache, a read that a logout overtook — changes nothing;
+* ending a session leaves a **tombstone** in its place for :data:`TOMBSTONE_TTL` seconds, longer than any
+  process may cache a session (``BFF_SESSION_CACHE_SECONDS`` is capped at 60): every replica reads it as
+  "ended", and no conditional update can match it.
+
 Every write or delete of a session is announced on :data:`~bff.sessions.store.SESSION_EVENTS_CHANNEL`, so
-each process's :class:`~bff.sessions.cache.SessionCache` can drop its copy (see that module).
+each process's :class:`~bff.sessions.cache.SessionCache` can drop its copy (see that module). The
+per-user indexes (back-channel logout by ``sub`` or provider ``sid``) hold session *handles* (digests),
+never session ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -28,14 +40,51 @@ from bff.sessions.store import (
     SESSION_EVENTS_CHANNEL,
     KeyValueStore,
     login_key,
+    logout_token_key,
     provider_session_index_key,
+    refresh_lock_key,
+    session_handle,
     session_key,
+    session_key_for_handle,
     subject_index_key,
 )
 
 _COMPRESSED = b"z"  # plaintext marker; uncompressed records are JSON and start with "{"
-LOGIN_STATE_TTL = 600  # 10 minutes: how long a started login may take (RFC 9700 §4.7.1 single-use state).
+LOGIN_STATE_TTL = 300  # 5 minutes: how long a started login may take (RFC 9700 §4.7.1 single-use state).
+TOMBSTONE = b"\x00ended"  # never a valid ciphertext (those start with a key id)
+TOMBSTONE_TTL = 150.0  # seconds; more than twice the longest a process may cache a session (60 s)
+_LOGOUT_TOKEN_MEMORY = 900  # seconds a back-channel logout token's jti is remembered
 log = logging.getLogger("bff.sessions")
+
+
+def _version(blob: bytes) -> str:
+    # Identifies a stored record for compare-and-set (the store compares it with SHA-1 of what it holds);
+    # not a security boundary: the records are encrypted and authenticated.
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
+
+
+class RefreshLock:
+    """The per-session lock a refresh runs under, held across processes and replicas (the model is
+    oauth2-proxy's ``Lock``): :meth:`obtain` sets it if absent with a random owner token and a lease,
+    :meth:`renew` extends the lease and :meth:`release` removes it, both only while this owner holds it."""
+
+    def __init__(self, store: KeyValueStore, session_id: str, lease: float) -> None:
+        self._store = store
+        self._key = refresh_lock_key(session_id)
+        self._owner = secrets.token_bytes(16)
+        self.lease = lease
+
+    def __repr__(self) -> str:
+        return "RefreshLock(...)"
+
+    async def obtain(self) -> bool:
+        return await self._store.set_if_absent(self._key, self._owner, ttl=self.lease)
+
+    async def renew(self) -> bool:
+        return await self._store.expire_if_equal(self._key, self._owner, ttl=self.lease)
+
+    async def release(self) -> None:
+        await self._store.delete_if_equal(self._key, self._owner)
 
 
 class SessionManager:
@@ -49,7 +98,7 @@ class SessionManager:
         clock: Callable[[], float] = time.time,
         cache: SessionCache | None = None,
     ) -> None:
-        self.store = store
+        self._store = store
         self._keyring = keyring
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
@@ -59,7 +108,7 @@ class SessionManager:
         self._origin = secrets.token_hex(8).encode()  # our own announcements come back to us: skip them
 
     def __repr__(self) -> str:
-        return f"SessionManager(store={self.store!r})"
+        return f"SessionManager(store={self._store!r})"
 
     def remaining(self, session: Session, now: float | None = None) -> float:
         """Seconds until the session ends by idleness or by its absolute end, whichever is first."""
@@ -71,50 +120,102 @@ class SessionManager:
         # Never outlive the refresh token (RFC 10017 §6.1.2.2; Duende support 1342).
         return end if refresh_expires_at is None else min(end, refresh_expires_at)
 
+    def refresh_lock(self, session_id: str, lease: float) -> RefreshLock:
+        return RefreshLock(self._store, session_id, lease)
+
+    async def ping(self) -> None:
+        await self._store.ping()
+
     async def load(self, session_id: str, *, cached: bool = True) -> Session | None:
         """The live session, or None. Slides the idle timeout when a meaningful fraction has passed.
 
         ``cached=False`` always reads the store (the refresh path, under its lock, must see the latest).
         """
         key = session_key(session_id)
-        cache = self.cache if cached else None
-        session = cache.get(key) if cache is not None else None
+        session = self.cache.get(key) if cached and self.cache is not None else None
         if session is None:
-            epoch = self.cache.epoch if self.cache is not None else 0
-            blob = await self.store.get(key)
-            if blob is None:
+            session = await self._read(key)
+            if session is None:
                 return None
-            session = self._decode(key, blob)
-            if session is not None and self.cache is not None:
-                self.cache.put(key, session, epoch=epoch)
         now = self.clock()
-        if session is None or self.remaining(session, now) <= 0:
-            # Unreadable (a removed key, tampering) or expired: the record is of no further use.
-            await self.store.delete(key)
-            metrics.sessions_ended.labels(reason="expired" if session else "unreadable").inc()
+        if self.remaining(session, now) <= 0:
+            await self._end(key, session.version)
+            metrics.sessions_ended.labels(reason="expired").inc()
             return None
         if now - session.last_seen_at >= self._slide_after:
-            session = session.with_changes(last_seen_at=now)
-            await self.save(session_id, session)
+            slid = await self.save(session_id, session.with_changes(last_seen_at=now))
+            if slid is None:
+                # The record changed (or ended) since this copy was read: what the store holds now wins.
+                fresh = await self._read(key)
+                return fresh if fresh is not None and self.remaining(fresh, now) > 0 else None
+            session = slid
         return session
 
-    async def save(self, session_id: str, session: Session) -> None:
+    async def _read(self, key: str) -> Session | None:
+        epoch = self.cache.epoch if self.cache is not None else 0
+        blob = await self._store.get(key)
+        if blob is None or blob == TOMBSTONE:
+            return None
+        session = self._decode(key, blob)
+        if session is None:
+            # Unreadable (a removed key, tampering): of no further use to anyone.
+            await self._end(key, _version(blob))
+            metrics.sessions_ended.labels(reason="unreadable").inc()
+            return None
+        if self.cache is not None:
+            self.cache.put(key, session, epoch=epoch)
+        return session
+
+    async def save(self, session_id: str, session: Session) -> Session | None:
+        """Store ``session`` and return it as stored (with its new version).
+
+        A session read from the store (it has a version) is written only if the store still holds that
+        version; None when it does not (changed or ended meanwhile: nothing was written). A new session
+        (no version) is created only where nothing is stored.
+        """
         ttl = self.remaining(session)
         key = session_key(session_id)
         if ttl <= 0:
-            await self.store.delete(key)
-            return
-        await self.store.set(key, self._encode(key, session), ttl=ttl)
-        await self._changed(key, session)
-        # Indexes for back-channel logout (by `sub`, by the provider's `sid`). Members are session ids:
-        # the index lives as long as the longest session in it; stale members point at nothing.
-        await self.store.index_add(subject_index_key(session.sub), session_id, ttl=self.max_lifetime)
+            await self._end(key, session.version)
+            return None
+        blob = self._encode(key, session)
+        if session.version:
+            stored = await self._store.replace_if_unchanged(key, session.version, blob, ttl=ttl)
+        else:
+            stored = await self._store.set_if_absent(key, blob, ttl=ttl)
+        if not stored:
+            return None
+        saved = session.with_changes(version=_version(blob))
+        await self._changed(key, saved)
+        # Indexes for back-channel logout (by `sub`, by the provider's `sid`), holding handles (digests). The
+        # index lives as long as the longest session in it; members of ended sessions point at nothing.
+        handle = session_handle(session_id)
+        await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.max_lifetime)
         if session.oidc_sid:
-            await self.store.index_add(provider_session_index_key(session.oidc_sid), session_id, ttl=self.max_lifetime)
+            await self._store.index_add(provider_session_index_key(session.oidc_sid), handle, ttl=self.max_lifetime)
+        return saved
 
     async def delete(self, session_id: str) -> None:
+        """End the session: a tombstone takes its place, and every process drops its copy."""
+        await self._end(session_key(session_id), None)
+
+    async def end(self, session_id: str) -> Session | None:
+        """End the session and return what it held (its tokens are the caller's to revoke), or None."""
         key = session_key(session_id)
-        await self.store.delete(key)
+        blob = await self._store.get(key)
+        session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
+        if blob is not None and blob != TOMBSTONE:
+            await self._end(key, None)
+        return session
+
+    async def _end(self, key: str, version: str | None) -> None:
+        if version:
+            # Only the record that was judged expired or unreadable: a newer one (a refresh that landed
+            # meanwhile) is left alone.
+            if not await self._store.replace_if_unchanged(key, version, TOMBSTONE, ttl=TOMBSTONE_TTL):
+                return
+        else:
+            await self._store.set(key, TOMBSTONE, ttl=TOMBSTONE_TTL)
         await self._changed(key, None)
 
     async def _changed(self, key: str, session: Session | None) -> None:
@@ -122,7 +223,7 @@ class SessionManager:
             self.cache.drop(key)
             if session is not None:
                 self.cache.put(key, session, epoch=self.cache.epoch)
-        await self.store.publish(SESSION_EVENTS_CHANNEL, self._origin + b" " + key.encode())
+        await self._store.publish(SESSION_EVENTS_CHANNEL, self._origin + b" " + key.encode())
 
     async def follow_changes(self) -> None:
         """Keep the cache honest: drop what other processes changed; bypass the cache while deaf.
@@ -134,7 +235,7 @@ class SessionManager:
         delay = 0.1
         while True:
             try:
-                async for message in self.store.subscribe(SESSION_EVENTS_CHANNEL):
+                async for message in self._store.subscribe(SESSION_EVENTS_CHANNEL):
                     if message is None:  # subscribed: from now on nothing is missed
                         self.cache.clear(live=True)
                         delay = 0.1
@@ -156,18 +257,27 @@ class SessionManager:
         """
         index = provider_session_index_key(provider_sid) if provider_sid else subject_index_key(sub)
         ended = 0
-        for session_id in await self.store.index_members(index):
-            key = session_key(session_id)
-            session = self._decode(key, await self.store.get(key))
+        for member in await self._store.index_members(index):
+            # Members are handles; indexes written before handles held raw ids (43 characters).
+            key = session_key_for_handle(member) if len(member) == 40 else session_key(member)
+            blob = await self._store.get(key)
+            session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
             if session is None:
                 continue
             if (sub and session.sub != sub) or (provider_sid and session.oidc_sid != provider_sid):
                 continue  # a hash-collision or a stale member: never end someone else's session
-            await self.delete(session_id)
+            await self._end(key, None)
             ended += 1
         if not provider_sid:
-            await self.store.delete(index)
+            await self._store.delete(index)
         return ended
+
+    async def logout_token_seen(self, jti: str) -> bool:
+        return await self._store.get(logout_token_key(jti)) is not None
+
+    async def remember_logout_token(self, jti: str) -> None:
+        """Called once the logout took effect: a retry of a logout that failed half-way is not a replay."""
+        await self._store.set(logout_token_key(jti), b"1", ttl=_LOGOUT_TOKEN_MEMORY)
 
     def _encode(self, key: str, session: Session) -> bytes:
         # Compressed before it is encrypted: tokens are base64 text, and zlib takes ~27 % off a typical
@@ -177,22 +287,23 @@ class SessionManager:
 
     def _decode(self, key: str, blob: bytes | None) -> Session | None:
         plain = self._keyring.decrypt(blob, key.encode()) if blob is not None else None
-        if plain is None:
+        if blob is None or plain is None:
             return None
         if plain[:1] == _COMPRESSED:
             try:
                 plain = zlib.decompress(plain[1:])
             except zlib.error:
                 return None
-        return Session.from_bytes(plain)  # uncompressed JSON: records written before compression
+        session = Session.from_bytes(plain)  # uncompressed JSON: records written before compression
+        return session.with_changes(version=_version(blob)) if session is not None else None
 
     async def save_login_state(self, state: str, login: LoginState) -> None:
         key = login_key(state)
-        await self.store.set(key, self._keyring.encrypt(login.to_bytes(), key.encode()), ttl=LOGIN_STATE_TTL)
+        await self._store.set(key, self._keyring.encrypt(login.to_bytes(), key.encode()), ttl=LOGIN_STATE_TTL)
 
     async def take_login_state(self, state: str) -> LoginState | None:
         key = login_key(state)
-        blob = await self.store.get_and_delete(key)
+        blob = await self._store.get_and_delete(key)
         if blob is None:
             return None
         plain = self._keyring.decrypt(blob, key.encode())

@@ -7,6 +7,7 @@ worker. Expiry is checked on read against an injectable clock, like Redis's own 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +17,8 @@ class MemoryStore:
         self._clock = clock
         self._data: dict[str, tuple[bytes, float]] = {}
         self._sets: dict[str, tuple[set[str], float]] = {}
+        self._buckets: dict[str, float] = {}  # rate-limit key → the bucket's theoretical arrival time (GCRA)
+        self._windows: dict[str, tuple[dict[str, float], float]] = {}  # key → ({member: added at}, expires at)
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._data)})"
@@ -59,6 +62,13 @@ class MemoryStore:
         self._data[key] = (value, self._clock() + ttl)
         return True
 
+    async def replace_if_unchanged(self, key: str, expected_sha1: str, value: bytes, *, ttl: float) -> bool:
+        current = self._live(key)
+        if current is None or hashlib.sha1(current, usedforsecurity=False).hexdigest() != expected_sha1:
+            return False
+        self._data[key] = (value, self._clock() + ttl)
+        return True
+
     async def expire_if_equal(self, key: str, value: bytes, *, ttl: float) -> bool:
         if self._live(key) != value:
             return False
@@ -95,3 +105,39 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._data.clear()
         self._sets.clear()
+
+    # -- abuse limits (bff.ratelimit): RedisStore's scripts, on this store's clock. No awaits, so each is
+    # atomic on the one event loop; entries that no longer matter are swept as the maps grow.
+
+    async def rate_limit(self, key: str, *, interval: float, burst: int) -> float:
+        now = self._clock()
+        tat = max(self._buckets.get(key, now), now)
+        wait = tat + interval - now - interval * max(1, burst)
+        if wait > 0:
+            return wait
+        if key not in self._buckets and len(self._buckets) % 1024 == 1023:
+            for stale in [k for k, t in self._buckets.items() if t <= now]:
+                del self._buckets[stale]
+        self._buckets[key] = tat + interval
+        return 0.0
+
+    async def window_add(self, key: str, member: str, *, limit: int, window: float) -> float:
+        now = self._clock()
+        members, expires = self._windows.get(key, ({}, 0.0))
+        members = {m: t for m, t in members.items() if t > now - window} if expires > now else {}
+        limit = max(1, limit)
+        if len(members) >= limit:
+            added = sorted(members.values())
+            return max(added[len(added) - limit] + window - now, 0.001)
+        if key not in self._windows and len(self._windows) % 1024 == 1023:
+            for stale in [k for k, (_, exp) in self._windows.items() if exp <= now]:
+                del self._windows[stale]
+        members[member] = now
+        self._windows[key] = (members, now + window)
+        return 0.0
+
+    async def window_remove(self, key: str, member: str) -> None:
+        members, _ = self._windows.get(key, ({}, 0.0))
+        members.pop(member, None)
+        if not members:
+            self._windows.pop(key, None)

@@ -27,6 +27,9 @@ class Session:
     oidc_sid: str | None = None  # the provider's session id (`sid` claim), for back-channel logout
     # When to refresh: 60 s before expiry, or half-way through a token that lives less than two minutes.
     access_refresh_at: float | None = None
+    # The stored record this copy was read from (SHA-1 of its bytes; not serialised). An update is written
+    # only while the store still holds exactly that record; "" for a session not stored yet.
+    version: str = field(default="", compare=False, repr=False)
 
     def with_changes(self, **changes: Any) -> Session:
         return replace(self, **changes)

@@ -10,11 +10,14 @@
 - ``redis+cluster://[[user]:password@]host1:6379,host2:6379`` — Redis Cluster; the hosts are only the
   first contact, the client learns every node and slot from them. ``rediss+cluster://`` for TLS.
 
+The URL itself is parsed by :mod:`bff.sessions.redis_url`.
+
 TLS always verifies the server's certificate, against ``BFF_REDIS_TLS_CA_FILE`` when set. The keys of one
 session share a hash tag (:mod:`bff.sessions.store`), and each Lua script here touches one key, so on
 Cluster every script runs on the shard that owns its key.
 
-Every redis-py exception is translated here into :class:`~bff.errors.SessionStoreUnavailable` (503
+Every call is bounded by what is left of the request's Redis budget (:class:`~bff.sessions.store.RedisBudget`),
+and every redis-py exception is translated here into :class:`~bff.errors.SessionStoreUnavailable` (503
 ``session_store_unavailable``), so nothing above this module knows redis-py exists.
 """
 
@@ -22,33 +25,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
 from bff import metrics
 from bff.errors import SessionStoreUnavailable
+from bff.sessions.redis_url import RedisUrl, parse_redis_url, standalone_url
+from bff.sessions.store import redis_budget
 
 _UNAVAILABLE = "The session store did not answer; try again shortly."
 
 
-@asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    try:
-        yield
-    # RedisClusterException (no slot coverage, cluster unreachable at start) is not a RedisError.
-    except (RedisError, RedisClusterException, OSError) as exc:
-        metrics.redis_errors.inc()
-        raise SessionStoreUnavailable(_UNAVAILABLE) from exc
+# RedisClusterException (no slot coverage, cluster unreachable at start) is not a RedisError; TimeoutError is
+# the request's Redis budget (or the store's own timeout) running out.
+_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 # Compare-and-act in one step on the server, so a lock is renewed or released only by its owner.
@@ -64,33 +65,40 @@ redis.call('HSET', KEYS[1], ARGV[1], '1')
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
+# Compare-and-set: write only while the key holds the very value the caller read (by its SHA-1), so an update
+# from a stale copy (another replica's cache, a logout that landed in between) changes nothing.
+_REPLACE_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current and redis.sha1hex(current) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
 
+FEED_PING_INTERVAL = 1.0  # seconds between PINGs on the pub/sub connection
+FEED_DEADLINE = 3.0  # seconds without hearing anything (a PONG, a message) before the feed counts as dead
+_FEED_PING = "bff-feed"
+
+
+class _ReconnectWatch:
+    """Told by redis-py whenever the pub/sub connection connects again (it keeps only a weak reference to a
+    bound method, so this small object lives as long as the subscription)."""
+
+    def __init__(self) -> None:
+        self.reconnected = False
+
+    async def on_connect(self, connection: object) -> None:
+        self.reconnected = True
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
-
-
-def _hosts(netloc: str, default_port: int) -> tuple[str | None, str | None, list[tuple[str, int]]]:
-    """``[user[:password]@]host[:port][,host[:port]…]`` → (user, password, [(host, port), …])."""
-    userinfo, _, hostlist = netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    hosts: list[tuple[str, int]] = []
-    for item in filter(None, hostlist.split(",")):
-        if item.startswith("["):  # [IPv6]:port
-            host, _, rest = item[1:].partition("]")
-            port = rest.removeprefix(":")
-        else:
-            host, _, port = item.partition(":")
-        if not host or (port and not port.isdigit()):
-            raise ValueError(f"not a host[:port]: {item!r}")
-        hosts.append((host, int(port) if port else default_port))
-    if not hosts:
-        raise ValueError("no host in the Redis URL")
-    return unquote(user) or None, unquote(password) or None, hosts
 
 
 def _describe(scheme: str, hosts: Sequence[tuple[str, int]], extra: str = "") -> str:
@@ -104,22 +112,22 @@ class RedisStore:
         *,
         description: str = "RedisStore(...)",
         on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+        timeout: float = 2.0,
     ) -> None:
         self._redis = client
+        self._timeout = timeout
         self._description = description
         self._on_close = tuple(on_close)
         # Each script names its one key in KEYS, so RedisCluster routes it by that key's slot.
         self._expire_if_equal = client.register_script(_EXPIRE_IF_EQUAL)
         self._delete_if_equal = client.register_script(_DELETE_IF_EQUAL)
         self._index_add = client.register_script(_INDEX_ADD)
+        self._replace_if_unchanged = client.register_script(_REPLACE_IF_UNCHANGED)
 
     @classmethod
     def from_url(cls, url: str, *, ca_file: str | None = None, timeout: float = 2.0) -> RedisStore:
         """A store for any ``BFF_REDIS_URL`` form in the module docstring; connects lazily, on first use."""
-        scheme, _, _ = url.partition("://")
-        base, _, topology = scheme.partition("+")
-        if base not in ("redis", "rediss") or topology not in ("", "sentinel", "cluster"):
-            raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
+        parsed = parse_redis_url(url)
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -130,122 +138,163 @@ class RedisStore:
             "health_check_interval": 30,
             "max_connections": 256,
         }
-        if base == "rediss":
+        if parsed.base == "rediss":
             options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
             if ca_file:
                 options["ssl_ca_certs"] = ca_file
-        if topology == "sentinel":
-            return cls._sentinel(url, options, tls=base == "rediss")
-        if topology == "cluster":
-            return cls._cluster(url, options, tls=base == "rediss")
-        parts = urlsplit(url)
-        description = _describe(base, [(parts.hostname or "localhost", parts.port or 6379)])
-        return cls(Redis.from_url(url, **options), description=description)
+        if parsed.topology == "sentinel":
+            return cls._sentinel(parsed, options, timeout=timeout)
+        if parsed.topology == "cluster":
+            return cls._cluster(parsed, options, timeout=timeout)
+        standalone = standalone_url(parsed)
+        description = _describe(parsed.base, parsed.hosts)
+        return cls(Redis.from_url(standalone, **options), description=description, timeout=timeout)
 
     @classmethod
-    def _sentinel(cls, url: str, options: dict[str, Any], *, tls: bool) -> RedisStore:
-        parts = urlsplit(url)
-        user, password, hosts = _hosts(parts.netloc, 26379)
-        path = [unquote(p) for p in parts.path.split("/") if p]
-        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
-            raise ValueError("a Sentinel URL names its service: redis+sentinel://host:26379,…/<service>[/<db>]")
-        query = parse_qs(parts.query)
+    def _sentinel(cls, parsed: RedisUrl, options: dict[str, Any], *, timeout: float) -> RedisStore:
+        service = parsed.path[0]
+        query = dict(parsed.query)
         sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
         if "sentinel_password" in query:
-            sentinel_options["password"] = query["sentinel_password"][0]
+            sentinel_options["password"] = query["sentinel_password"]
+        hosts = list(parsed.hosts)
         sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]  # untyped in redis-py
         client = sentinel.master_for(
-            path[0],
-            db=int(path[1]) if len(path) == 2 else 0,
-            username=user,
-            password=password,
-            ssl=tls,
+            service,
+            db=parsed.db,
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.base == "rediss",
             **options,
         )
         return cls(
             client,
-            description=_describe(parts.scheme, hosts, f"/{path[0]}"),
+            description=_describe(parsed.scheme, hosts, f"/{service}"),
             on_close=[s.aclose for s in sentinel.sentinels],
+            timeout=timeout,
         )
 
     @classmethod
-    def _cluster(cls, url: str, options: dict[str, Any], *, tls: bool) -> RedisStore:
-        parts = urlsplit(url)
-        user, password, hosts = _hosts(parts.netloc, 6379)
-        if parts.path.strip("/") not in ("", "0"):
-            raise ValueError("Redis Cluster has only database 0")
+    def _cluster(cls, parsed: RedisUrl, options: dict[str, Any], *, timeout: float) -> RedisStore:
         client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in hosts],
-            username=user,
-            password=password,
-            ssl=tls,
+            startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.base == "rediss",
             **options,
         )
-        return cls(client, description=_describe(parts.scheme, hosts))
+        return cls(client, description=_describe(parsed.scheme, parsed.hosts), timeout=timeout)
 
     def __repr__(self) -> str:
         return self._description
 
-    async def get(self, key: str) -> bytes | None:
-        # The hot path: the same translation as _translated(), without a context manager per call.
+    @asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """One store call: bounded by what is left of the request's Redis budget (else the store's timeout),
+        every failure translated into 503 ``session_store_unavailable``."""
+        budget = redis_budget.get()
+        limit = self._timeout if budget is None else min(budget.left, self._timeout)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            value = await self._redis.get(key)
-        except (RedisError, RedisClusterException, OSError) as exc:
+            if limit <= 0:
+                raise TimeoutError("the request's Redis budget is spent")
+            async with asyncio.timeout(limit):
+                yield
+        except _FAILURES as exc:
             metrics.redis_errors.inc()
             raise SessionStoreUnavailable(_UNAVAILABLE) from exc
+        finally:
+            if budget is not None:
+                budget.left -= loop.time() - started
+
+    async def get(self, key: str) -> bytes | None:
+        async with self._guarded():
+            value = await self._redis.get(key)
         return cast("bytes | None", value)
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
-        async with _translated():
+        async with self._guarded():
             await self._redis.set(key, value, px=_ms(ttl))
 
     async def get_and_delete(self, key: str) -> bytes | None:
-        async with _translated():
+        async with self._guarded():
             value = await self._redis.getdel(key)
         return cast("bytes | None", value)
 
     async def delete(self, key: str) -> None:
-        async with _translated():
+        async with self._guarded():
             await self._redis.delete(key)
 
+    async def replace_if_unchanged(self, key: str, expected_sha1: str, value: bytes, *, ttl: float) -> bool:
+        async with self._guarded():
+            return bool(await self._replace_if_unchanged(keys=[key], args=[expected_sha1, value, _ms(ttl)]))
+
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
-        async with _translated():
+        async with self._guarded():
             return bool(await self._redis.set(key, value, px=_ms(ttl), nx=True))
 
     async def expire_if_equal(self, key: str, value: bytes, *, ttl: float) -> bool:
-        async with _translated():
+        async with self._guarded():
             return bool(await self._expire_if_equal(keys=[key], args=[value, _ms(ttl)]))
 
     async def delete_if_equal(self, key: str, value: bytes) -> bool:
-        async with _translated():
+        async with self._guarded():
             return bool(await self._delete_if_equal(keys=[key], args=[value]))
 
     async def index_add(self, key: str, member: str, *, ttl: float) -> None:
-        async with _translated():
+        async with self._guarded():
             await self._index_add(keys=[key], args=[member, _ms(ttl)])
 
     async def index_members(self, key: str) -> list[str]:
-        async with _translated():
+        async with self._guarded():
             members = await self._redis.hkeys(key)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def publish(self, channel: str, message: bytes) -> None:
-        async with _translated():
+        async with self._guarded():
             await self._redis.publish(channel, message)
 
     async def subscribe(self, channel: str) -> AsyncIterator[bytes | None]:
+        """Messages on ``channel``; None whenever the subscription is (re-)established.
+
+        A subscription is trusted only while it is heard from: a PING goes out every
+        :data:`FEED_PING_INTERVAL` seconds and its PONG must be back within :data:`FEED_DEADLINE`, else this
+        raises (a connection that died silently — a host gone, packets dropped — sends no FIN and would
+        otherwise look alive for minutes). redis-py reconnects and resubscribes a dropped pub/sub connection
+        on its own; messages published in between are lost, so every reconnect yields None again and the
+        caller treats it as a gap (it empties its cache).
+        """
         pubsub = self._redis.pubsub()
+        watch = _ReconnectWatch()
         connection = None
+        loop = asyncio.get_running_loop()
         try:
-            async with _translated():
+            async with self._guarded():
                 await pubsub.subscribe(channel)
             connection = pubsub.connection
+            if connection is not None:
+                connection.register_connect_callback(watch.on_connect)
             yield None
+            heard = pinged = loop.time()
             while True:
-                async with _translated():
-                    # A bounded wait, so a dead connection is noticed (the read raises) even when idle.
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None and message.get("type") in ("message", "smessage"):
+                now = loop.time()
+                if now - heard > FEED_DEADLINE:
+                    metrics.redis_errors.inc()
+                    raise SessionStoreUnavailable("The session change feed stopped answering.")
+                async with self._guarded():
+                    if now - pinged >= FEED_PING_INTERVAL:
+                        await pubsub.ping(_FEED_PING)
+                        pinged = now
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if watch.reconnected:
+                    watch.reconnected = False
+                    heard = loop.time()
+                    yield None
+                if message is None:
+                    continue
+                heard = loop.time()
+                if message.get("type") in ("message", "smessage"):
                     data = message["data"]
                     yield data if isinstance(data, bytes) else str(data).encode()
         finally:
@@ -260,10 +309,67 @@ class RedisStore:
                     await connection.disconnect(nowait=True)
 
     async def ping(self) -> None:
-        async with _translated():
+        async with self._guarded():
             await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()
         for close in self._on_close:
             await close()
+
+    # -- abuse limits (bff.ratelimit): one script on one key each, timed by the server's TIME so that every
+    # replica agrees on "now" -------------------------------------------------------------------------------
+
+    # GCRA: the key holds the bucket's theoretical arrival time (µs) and expires once the bucket is full again;
+    # a refused request writes nothing.
+    _RATE_LIMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '') or 0, now)
+local wait = tat + interval - now - interval * tonumber(ARGV[2])
+if wait > 0 then return wait end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', string.format('%d', math.ceil((tat - now) / 1000)))
+return 0
+"""
+    # A sliding window: members scored by the time (ms) they were added, forgotten after the window; full
+    # means "count >= limit", and the answer is then when the member that makes room falls out.
+    _WINDOW_ADD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[2])
+if count >= limit then
+  local edge = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+  return math.max(1, tonumber(edge[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], window)
+return 0
+"""
+
+    @functools.cached_property
+    def _rate_limit_script(self) -> AsyncScript:
+        return self._redis.register_script(self._RATE_LIMIT)
+
+    @functools.cached_property
+    def _window_add_script(self) -> AsyncScript:
+        return self._redis.register_script(self._WINDOW_ADD)
+
+    async def rate_limit(self, key: str, *, interval: float, burst: int) -> float:
+        args = [max(1, round(interval * 1_000_000)), max(1, burst)]
+        async with self._guarded():
+            wait_us = await self._rate_limit_script(keys=[key], args=args)
+        return int(wait_us) / 1_000_000
+
+    async def window_add(self, key: str, member: str, *, limit: int, window: float) -> float:
+        async with self._guarded():
+            wait_ms = await self._window_add_script(keys=[key], args=[member, max(1, limit), _ms(window)])
+        return int(wait_ms) / 1000
+
+    async def window_remove(self, key: str, member: str) -> None:
+        async with self._guarded():
+            await self._redis.zrem(key, member)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Protocol
 
 
@@ -25,6 +26,11 @@ class KeyValueStore(Protocol):
         """Atomically read and remove: the single-use primitive for login state."""
 
     async def delete(self, key: str) -> None: ...
+
+    async def replace_if_unchanged(self, key: str, expected_sha1: str, value: bytes, *, ttl: float) -> bool:
+        """Store ``value`` only while the key still holds the value whose SHA-1 hex digest is ``expected_sha1``
+        (compare-and-set in one step): an update made from a copy read earlier never overwrites a newer one,
+        and never brings back a record that was deleted meanwhile. True when stored."""
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
         """Store only when the key does not exist; True when stored. Locks and replay caches use it."""
@@ -53,14 +59,37 @@ class KeyValueStore(Protocol):
 
     async def aclose(self) -> None: ...
 
+    async def rate_limit(self, key: str, *, interval: float, burst: int) -> float:
+        """One request through the bucket at ``key`` (GCRA: one request per ``interval`` seconds, bursts of up
+        to ``burst``), timed by the store's own clock. 0.0 when admitted (and counted); otherwise the
+        seconds until a request would be, and nothing is written."""
+
+    async def window_add(self, key: str, member: str, *, limit: int, window: float) -> float:
+        """Add ``member`` to the sliding window at ``key`` (members count for ``window`` seconds, by the
+        store's clock) while it holds fewer than ``limit`` members: 0.0 when added, otherwise the seconds
+        until there is room, and nothing is added. Callers with different limits may share one window."""
+
+    async def window_remove(self, key: str, member: str) -> None:
+        """Take ``member`` out of the window before its time (a pending sign-in that finished)."""
+
 
 def _digest(value: str) -> str:
     # Ids are hashed before they become key names: reading Redis (or a backup) yields no usable cookie id.
     return hashlib.sha256(value.encode()).hexdigest()[:40]
 
 
+def session_handle(session_id: str) -> str:
+    """What Redis may know of a session id: its digest. Indexes hold handles, never ids (a reader of Redis
+    who also knew a cookie-signing key could otherwise mint every user's cookie)."""
+    return _digest(session_id)
+
+
+def session_key_for_handle(handle: str) -> str:
+    return f"bff:{{{handle}}}:session"
+
+
 def session_key(session_id: str) -> str:
-    return f"bff:{{{_digest(session_id)}}}:session"
+    return session_key_for_handle(session_handle(session_id))
 
 
 def login_key(state: str) -> str:
@@ -85,3 +114,40 @@ SESSION_EVENTS_CHANNEL = "bff:session-events"  # a session changed or ended: dro
 
 def logout_token_key(jti: str) -> str:
     return f"bff:bcl-jti:{_digest(jti)}"
+
+
+class RedisBudget:
+    """How much Redis time one request may still spend, over all its Redis calls together.
+
+    A frozen Redis (``SIGSTOP``, a dead host) otherwise holds a request for every call's socket timeout in
+    turn, retries included. The edge middleware starts one budget per request (``BFF_REDIS_TIMEOUT``); each
+    store call may take at most what is left, and takes its time off it. Work that outlives a request (a
+    refresh in flight, the change feed) runs without one and each of its calls gets the store's own timeout.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+
+redis_budget: ContextVar[RedisBudget | None] = ContextVar("bff_redis_budget", default=None)
+
+
+# Abuse limits (bff.ratelimit). Each is one small key, hash-tagged like the rest; whatever identifies a
+# client (its address, its login binding, the deployment) is hashed into the key name, never written out.
+
+
+def rate_limit_key(endpoint: str, client: str) -> str:
+    """The bucket of one client address (``client`` also names the deployment) on one endpoint."""
+    return f"bff:rl:{{{_digest(client)}}}:{endpoint}"
+
+
+def pending_logins_key(binding_hash: str) -> str:
+    """The sign-ins pending for one browser (its login-binding cookie), as a sliding window."""
+    return f"bff:{{{_digest(binding_hash)}}}:pending-logins"
+
+
+def provider_budget_key(provider: str, call: str) -> str:
+    """The shared provider budget (``token``, ``userinfo``) or back-off (``token-backoff``, …) of one client id."""
+    return f"bff:idp:{{{_digest(provider)}}}:{call}"

@@ -18,6 +18,10 @@ import httpx2
 import pytest
 import redis
 
+from bff.sessions import SessionManager
+from bff.sessions.cookie import SignedValueCodec
+from bff.sessions.crypto import Keyring
+from bff.sessions.redis_store import RedisStore
 from tests.support.processes import Cluster, Replica, start_cluster
 from tests.support.redis_server import RedisServer
 
@@ -90,3 +94,35 @@ async def sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = 
 
 def cookie_headers(cookie: str, **extra: str) -> dict[str, Any]:
     return {**CSRF, "Cookie": f"bff-session={cookie}", **extra}
+
+
+@dataclass
+class Peek:
+    """The replicas' own view of their sessions, from the test's side: bff's own code on the same Redis and
+    keys (to move a session's clock or look at a record without going through HTTP)."""
+
+    manager: SessionManager
+    codec: SignedValueCodec
+    store: RedisStore
+
+    def session_id(self, cookie: str) -> str:
+        session_id = self.codec.unsign(cookie)
+        assert session_id is not None
+        return session_id
+
+
+@pytest.fixture
+async def peek(private_redis: PrivateRedis) -> Any:
+    stores: list[RedisStore] = []
+
+    def factory(cluster: Cluster) -> Peek:
+        store = RedisStore.from_url(cluster.redis_url)
+        stores.append(store)
+        manager = SessionManager(
+            store, Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]]), idle_timeout=1800, max_lifetime=86400
+        )
+        return Peek(manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store)
+
+    yield factory
+    for store in stores:
+        await store.aclose()
