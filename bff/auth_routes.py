@@ -23,11 +23,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bff import metrics, mobile
-from bff.errors import BadRequest, BffError
+from bff.errors import BadRequest, BffError, SessionStoreUnavailable
 from bff.mobile import MobileLogin
 from bff.oidc import TokenRejected, TokenSet
 from bff.sessions import LoginState, Session
 from bff.sessions.cookie import new_session_id
+from bff.sessions.manager import LOGIN_STATE_TTL
 from bff.tokens import refresh_due_at
 from bff.web import (
     CurrentSession,
@@ -49,7 +50,7 @@ _LOGIN_HINT = re.compile(r"^[\w.@+-]{1,128}$")
 _PROMPTS = frozenset({"login", "consent", "select_account", "none"})
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-BINDING_MAX_AGE = 600  # the browser-binding cookie lives as long as a pending login state
+BINDING_MAX_AGE = LOGIN_STATE_TTL  # the browser-binding cookie lives as long as a pending login state
 
 
 def _binding_hash(binding_id: str) -> str:
@@ -58,6 +59,7 @@ def _binding_hash(binding_id: str) -> str:
 
 async def login(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check(request, "login")  # first: a refused start stores nothing and calls no provider
     return_to = safe_return_to(request.query_params.get("return_to"))
     client = request.query_params.get("client")
     if client not in (None, "web", "mobile"):
@@ -76,7 +78,9 @@ async def login(request: Request) -> Response:
         raise BadRequest("prompt is not a supported value.", code="invalid_parameter", extra={"parameter": "prompt"})
     auth = await svc.oidc.authorization_request(login_hint=hint, prompt=prompt)
     # One binding cookie per browser, reused by parallel logins in other tabs (oauth2-proxy 817, 3258).
-    binding_id = svc.binding_codec.unsign(request.cookies.get(svc.settings.login_cookie_name)) or new_session_id()
+    known_binding = svc.binding_codec.unsign(request.cookies.get(svc.settings.login_cookie_name))
+    binding_id = known_binding or new_session_id()
+    await svc.limits.start_login(_binding_hash(binding_id), auth.state, new_binding=known_binding is None)
     await svc.sessions.save_login_state(
         auth.state,
         LoginState(
@@ -106,11 +110,13 @@ async def login(request: Request) -> Response:
 
 async def callback(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check(request, "callback")  # first: a refused callback consumes nothing, redeems nothing
     params = request.query_params
-    state = params.get("state")
+    state = params.get("state") or ""
     login_state = await svc.sessions.take_login_state(state) if state else None
     if login_state is None:
         raise BadRequest("This sign-in attempt is unknown, expired or already used.", code="invalid_state")
+    await svc.limits.finish_login(login_state.binding_hash, state)
     binding_id = svc.binding_codec.unsign(request.cookies.get(svc.settings.login_cookie_name))
     if binding_id is None or not constant_time_equals(_binding_hash(binding_id), login_state.binding_hash):
         raise BadRequest("This sign-in was started in another browser.", code="login_binding_mismatch")
@@ -134,7 +140,10 @@ async def callback(request: Request) -> Response:
         return mobile.handoff_redirect(app, code)
     previous = svc.session_codec.unsign(request.cookies.get(svc.settings.session_cookie_name))
     if previous is not None:
-        await svc.sessions.delete(previous)
+        # The old session ends first (every replica stops serving it), then its tokens are revoked.
+        replaced = await svc.sessions.end(previous)
+        if replaced is not None:
+            await _revoke_all(request, replaced.refresh_token, replaced.access_token)
     response = RedirectResponse(login_state.return_to, status_code=302, headers=_NO_STORE)
     set_session_cookie(response, svc, session_id)
     return response
@@ -211,7 +220,8 @@ async def _create_session(request: Request, tokens: TokenSet, claims: dict[str, 
         oidc_sid=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
     )
     session_id = new_session_id()
-    await svc.sessions.save(session_id, session)
+    if await svc.sessions.save(session_id, session) is None:  # 256 random bits: never taken in practice
+        raise SessionStoreUnavailable("The session could not be created; sign in again.")
     metrics.sessions_created.inc()
     log.info("session created", extra={"sub_hash": hashlib.sha256(session.sub.encode()).hexdigest()[:12]})
     return session_id
@@ -262,9 +272,11 @@ async def logout_get(request: Request) -> Response:
 
 async def _end_session(request: Request, current: CurrentSession) -> str | None:
     svc = services(request)
-    # RFC 10017 §6.1.2.3: revoking the tokens is how access really ends; then drop the record.
-    await _revoke_all(request, current.session.refresh_token, current.session.access_token)
+    # The record goes first, so every replica stops serving the session at once (revocation can take up to
+    # two provider round trips); then the tokens are revoked, which is how access really ends at the
+    # provider (RFC 10017 §6.1.2.3).
     await svc.sessions.delete(current.id)
+    await _revoke_all(request, current.session.refresh_token, current.session.access_token)
     log.info("session ended by logout")
     try:
         return await svc.oidc.end_session_url()

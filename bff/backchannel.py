@@ -9,20 +9,19 @@ that ``sub``) are deleted through the indexes the session manager keeps. Answers
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from bff import metrics
 from bff.errors import BadRequest, BffError, problem
-from bff.sessions.store import logout_token_key
+from bff.request_body import BodyTooLarge, read_limited
 from bff.web import services
 
 log = logging.getLogger("bff.backchannel")
 
-_JTI_MEMORY = 900  # seconds; longer than the oldest logout token accepted
 _MAX_FORM_BYTES = 16 * 1024
 
 
@@ -33,16 +32,22 @@ def _refuse(detail: str) -> Response:
 
 async def backchannel_logout(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check(request, "backchannel_logout")  # first: before the form is read or a key fetched
     if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         return _refuse("Send the logout_token as an application/x-www-form-urlencoded form.")
-    if int(request.headers.get("content-length") or 0) > _MAX_FORM_BYTES:
-        return _refuse("The request is too large.")
+    # Bounded whether or not a Content-Length is declared (chunked); one that is not a number is the sender's
+    # error (400), never a 500. A sender hanging up mid-body is a 499 access line (bff.edge).
     try:
-        form = await request.form(max_files=0, max_fields=4)
-    except HTTPException:  # Starlette's own limits (too many fields, a file): still the sender's format
+        body = await read_limited(request, _MAX_FORM_BYTES)
+    except BodyTooLarge:
+        return _refuse("The request is too large, or its Content-Length is not a number.")
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=4)
+    except ValueError:  # not UTF-8, or more fields than a logout request has
         return _refuse("The request must carry only the logout_token form field.")
-    token = form.get("logout_token")
-    if not isinstance(token, str) or not token:
+    tokens = [value for name, value in fields if name == "logout_token"]
+    token = tokens[-1] if tokens else ""
+    if not token:
         return _refuse("logout_token is missing.")
     try:
         claims = await svc.oidc.verify_logout_token(token)
@@ -51,9 +56,11 @@ async def backchannel_logout(request: Request) -> Response:
         return _refuse(exc.detail)
     except BffError:
         raise  # provider unreachable for the JWKS: 502, the sender may retry
-    if not await svc.sessions.store.set_if_absent(logout_token_key(claims.jti), b"1", ttl=_JTI_MEMORY):
+    if await svc.sessions.logout_token_seen(claims.jti):
         return _refuse("This logout token was already used.")
     ended = await svc.sessions.delete_for_subject(claims.sub or "", provider_sid=claims.sid)
+    # Remembered only once the sessions are gone: if Redis failed half-way, the sender's retry is not a replay.
+    await svc.sessions.remember_logout_token(claims.jti)
     metrics.sessions_ended.labels(reason="backchannel_logout").inc(ended)
     log.info("back-channel logout", extra={"outcome": f"ended {ended}"})
     return Response(status_code=200, headers={"Cache-Control": "no-store"})

@@ -9,8 +9,9 @@ enter, with ``raise ... from exc``, so no handler ever catches a library's excep
     ├── NotAuthenticated (401)      not_authenticated, session_expired
     ├── Forbidden (403)             csrf_required, origin_not_allowed, forbidden, limit_management_disabled
     ├── NotFound (404) / MethodNotAllowed (405)
+    ├── RateLimited (429)           rate_limited
     └── Unavailable (502/503/504)   idp_unavailable, upstream_unavailable, upstream_timeout,
-                                    session_store_unavailable, refresh_in_progress
+                                    session_store_unavailable, refresh_in_progress, idp_busy
 
 ``detail`` is written for the person reading it and never carries a secret, a token or a stack trace.
 """
@@ -105,6 +106,21 @@ class IdpUnavailable(BadGateway):
     title = "Identity provider unavailable"
 
 
+class IdpBusy(ServiceUnavailable):
+    """The provider's request quota for this client is spent (our budget, or its own 429): try later."""
+
+    default_code = "idp_busy"
+    title = "Identity provider busy"
+
+
+class RateLimited(BffError):
+    """Too many requests from one client address (or pending sign-ins of one browser); see ``Retry-After``."""
+
+    status = 429
+    default_code = "rate_limited"
+    title = "Too many requests"
+
+
 def session_expired() -> NotAuthenticated:
     """The one answer for "you were signed in, and that session has ended"."""
     return NotAuthenticated("The session has ended; sign in again.", code="session_expired")
@@ -118,6 +134,8 @@ _TITLES: dict[int, str] = {
     405: "Method not allowed",
     413: "Request body too large",
     415: "Unsupported media type",
+    431: "Request header fields too large",
+    429: "Too many requests",
     500: "Internal error",
 }
 

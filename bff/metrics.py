@@ -44,6 +44,22 @@ lock_wait_seconds = Histogram(
 )
 errors = Counter("bff_errors_total", "Error responses by problem code", ["code"])
 redis_errors = Counter("bff_redis_errors_total", "Session-store operations that failed")
+# Connections bff.http_protocol answered and closed before the app saw a request: `reason` is header_timeout
+# (slowloris) or headers_too_large.
+connections_refused = Counter(
+    "bff_connections_refused_total", "Connections closed before a whole request head arrived", ["reason"]
+)
+# Abuse limits (bff.ratelimit). `endpoint` is a route name, `limit` "address" or "browser": never the address.
+rate_limited = Counter(
+    "bff_rate_limited_total", "Requests refused by a per-client-address or per-browser limit", ["endpoint", "limit"]
+)
+# The provider budget: `call` is authorization_code, refresh_token or userinfo; `reason` budget or backoff.
+idp_busy = Counter(
+    "bff_idp_budget_refusals_total",
+    "Provider calls not made: the budget was spent or a 429 said wait",
+    ["call", "reason"],
+)
+idp_rate_limited = Counter("bff_idp_rate_limited_total", "429 answers from the identity provider", ["call"])
 build_info = Gauge("bff_build_info", "Build information", ["version"], multiprocess_mode="max")
 build_info.labels(version="0.1.0").set(1)
 

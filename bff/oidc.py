@@ -6,6 +6,12 @@ translates every foreign failure at the border: network errors and 5xx become :c
 (502 ``idp_unavailable``), an OAuth error response becomes :class:`TokenRejected` carrying the provider's
 ``error`` code, and a bad ID token becomes :class:`InvalidIdToken`.
 
+Every token-endpoint and userinfo call is first counted against the provider's quota, shared by all
+replicas (:class:`~bff.ratelimit.ProviderBudget`); a spent budget, or a 429 from the provider (after which
+every replica waits out its ``Retry-After``), is :class:`IdpBusy` (503 ``idp_busy``) and no call is made.
+Revocation is not counted: only a signed-in session's logout can cause it. ID and logout tokens verify
+only with asymmetric algorithms (:data:`ACCEPTED_SIGNING_ALGS`), whatever the provider advertises.
+
 Nothing here assumes the Kryptos emulator: endpoints come from the provider's metadata (RFC 8414 /
 OIDC Discovery), client authentication is ``client_secret_post`` or ``client_secret_basic``.
 """
@@ -32,7 +38,8 @@ from joserfc.jws import JWSRegistry
 
 from bff import metrics
 from bff.config import Settings
-from bff.errors import BadRequest, BffError, IdpUnavailable
+from bff.errors import BadRequest, BffError, IdpBusy, IdpUnavailable
+from bff.ratelimit import ProviderBudget, ProviderCall, parse_retry_after, retry_after_header
 
 log = logging.getLogger("bff.oidc")
 
@@ -46,6 +53,12 @@ _REFETCHES_PER_WINDOW = 5
 _ID_TOKEN_LEEWAY = 60
 _LOGOUT_TOKEN_MAX_AGE = 300  # a logout token older than this is refused (its jti is remembered longer)
 _BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# The only algorithms an ID or logout token may be signed with, whatever the provider advertises: asymmetric
+# ones, whose verification key is public. Never `none` (an unsigned token), never HS* (signed with the client
+# secret, which this service holds: anything it could verify, anyone with the secret could forge).
+ACCEPTED_SIGNING_ALGS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class TokenRejected(BffError):
@@ -110,8 +123,9 @@ class AuthorizationRequest:
 
 
 class OidcClient:
-    def __init__(self, settings: Settings, http: httpx2.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx2.AsyncClient, *, budget: ProviderBudget | None = None) -> None:
         self._settings = settings
+        self._budget = budget  # the provider quota shared by every replica; None counts nothing
         self._client_id = settings.client_id
         self._client_secret = settings.client_secret
         self._http = http
@@ -166,7 +180,7 @@ class OidcClient:
                 revocation_endpoint=doc.get("revocation_endpoint"),
                 end_session_endpoint=doc.get("end_session_endpoint"),
                 iss_parameter_supported=bool(doc.get("authorization_response_iss_parameter_supported")),
-                id_token_algs=tuple(doc.get("id_token_signing_alg_values_supported") or ("RS256",)),
+                id_token_algs=_signing_algs(doc.get("id_token_signing_alg_values_supported")),
             )
         except KeyError as exc:
             raise IdpUnavailable(f"The discovery document lacks {exc.args[0]!r}.") from None
@@ -212,13 +226,23 @@ class OidcClient:
             }
         )
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        return await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    async def refresh(self, refresh_token: str, *, http_timeout: float | None = None) -> TokenSet:
+        """Redeem ``refresh_token``. ``http_timeout`` overrides ``BFF_IDP_TIMEOUT`` for this one call: once a
+        rotating refresh token is sent, the answer must be waited for (see :mod:`bff.tokens`)."""
+        return await self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token}, http_timeout=http_timeout
+        )
 
-    async def _token_request(self, form: dict[str, str]) -> TokenSet:
+    async def _token_request(self, form: dict[str, str], *, http_timeout: float | None = None) -> TokenSet:
         meta = await self.metadata()
+        # Every token-endpoint call (exchange or refresh, from any caller) is counted before it is made.
+        call: ProviderCall = "authorization_code" if form["grant_type"] == "authorization_code" else "refresh_token"
+        if self._budget is not None:
+            await self._budget.spend(call)
         started = time.time()
-        response = await self._send("POST", meta.token_endpoint, data=form, client_auth=True)
+        response = await self._send("POST", meta.token_endpoint, data=form, client_auth=True, http_timeout=http_timeout)
+        if response.status_code == 429:
+            raise await self._provider_said_wait(call, response)
         body = _json_object(response) if response.content else {}
         if response.status_code >= 500:
             raise IdpUnavailable("The identity provider's token endpoint failed; try again.")
@@ -268,10 +292,19 @@ class OidcClient:
         """Claims from the UserInfo endpoint (OIDC Core §5.3), or {} when there is none or it fails.
 
         Called at most once per sign-in, and only when the ID token carries no display claims: the
-        Kryptos provider allows 1,000 userinfo calls an hour per client.
+        Kryptos provider allows 1,000 userinfo calls an hour per client. When that budget is spent (or the
+        provider said to wait) the call is not made and the answer is {} as for any failure: the claims
+        only decorate ``/auth/session``, and failing a sign-in whose code is already redeemed would waste
+        the tokens and send the person back through the token endpoint.
         """
         meta = await self.metadata()
         if not meta.userinfo_endpoint:
+            return {}
+        try:
+            if self._budget is not None:
+                await self._budget.spend("userinfo")
+        except IdpBusy:
+            log.warning("userinfo skipped: the provider budget is spent", extra={"reason": "budget"})
             return {}
         try:
             response = await self._http.get(
@@ -280,6 +313,9 @@ class OidcClient:
             )
         except httpx2.HTTPError:
             log.warning("userinfo unreachable", extra={"reason": "network"})
+            return {}
+        if response.status_code == 429:
+            await self._provider_said_wait("userinfo", response)
             return {}
         if response.status_code != 200 or "json" not in response.headers.get("content-type", ""):
             log.warning("userinfo refused", extra={"status": response.status_code})
@@ -366,7 +402,8 @@ class OidcClient:
         return LogoutClaims(jti=claims["jti"], sub=claims.get("sub"), sid=claims.get("sid"))
 
     async def _decode_signed(self, compact: str, meta: ProviderMetadata, *, what: str) -> jwt.Token:
-        registry = JWSRegistry(algorithms=list(meta.id_token_algs))
+        # Filtered again here (not only at discovery): whatever built this metadata, `none` and HS* never verify.
+        registry = JWSRegistry(algorithms=[alg for alg in meta.id_token_algs if alg in ACCEPTED_SIGNING_ALGS])
         error = InvalidIdToken if what == "ID token" else InvalidLogoutToken
         try:
             try:
@@ -409,10 +446,30 @@ class OidcClient:
         except (JoseError, ValueError, TypeError) as exc:
             raise IdpUnavailable("The identity provider's JWKS is malformed.") from exc
 
+    # -- the provider's quota ---------------------------------------------------------------------
+
+    async def _provider_said_wait(self, call: ProviderCall, response: httpx2.Response) -> IdpBusy:
+        """A 429 from the provider: every replica holds off that endpoint until its ``Retry-After``."""
+        # Kryptos documents the header as `retry_after`; RFC 9110 spells it Retry-After.
+        retry_after = response.headers.get("retry-after") or response.headers.get("retry_after")
+        if self._budget is not None:
+            return await self._budget.provider_said_wait(call, retry_after)
+        metrics.idp_rate_limited.labels(call=call).inc()
+        return IdpBusy(
+            "The identity provider asked us to slow down; try again shortly.",
+            headers=retry_after_header(parse_retry_after(retry_after, now=time.time())),
+        )
+
     # -- transport -------------------------------------------------------------------------------
 
     async def _send(
-        self, method: str, url: str, *, data: dict[str, str] | None = None, client_auth: bool = False
+        self,
+        method: str,
+        url: str,
+        *,
+        data: dict[str, str] | None = None,
+        client_auth: bool = False,
+        http_timeout: float | None = None,
     ) -> httpx2.Response:
         headers = {"Accept": "application/json"}
         if client_auth:
@@ -426,7 +483,10 @@ class OidcClient:
                 data.update(client_id=self._client_id, client_secret=secret)
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, url, data=data, headers=headers)
+            if http_timeout is None:
+                response = await self._http.request(method, url, data=data, headers=headers)
+            else:
+                response = await self._http.request(method, url, data=data, headers=headers, timeout=http_timeout)
         except httpx2.TimeoutException as exc:
             metrics.upstream_errors.labels(upstream="idp", kind="timeout").inc()
             raise IdpUnavailable("The identity provider did not answer in time.") from exc
@@ -445,3 +505,21 @@ def _json_object(response: httpx2.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise IdpUnavailable("The identity provider answered with unexpected JSON.")
     return body
+
+
+def _signing_algs(advertised: Any) -> tuple[str, ...]:
+    """What ID and logout tokens may be signed with: the provider's list intersected with
+    :data:`ACCEPTED_SIGNING_ALGS`.
+
+    When nothing is left (a provider advertising only ``none`` or HS*), RS256 rather than refusing the
+    metadata: OpenID Connect Discovery §3 requires every provider to support RS256, so it is the one choice
+    that is always legitimate, and it can never let an unsigned or secret-signed token through; refusing the
+    document would take refresh, logout and readiness down on every replica over a field that only decides
+    how signatures are checked.
+    """
+    offered = advertised if isinstance(advertised, list) else []
+    algs = tuple(dict.fromkeys(a for a in offered if isinstance(a, str) and a in ACCEPTED_SIGNING_ALGS))
+    refused = sorted({str(a) for a in offered} - ACCEPTED_SIGNING_ALGS)
+    if refused:
+        log.warning("provider signing algorithms ignored", extra={"reason": ",".join(refused)[:100]})
+    return algs or ("RS256",)

@@ -23,6 +23,7 @@ from bff.mobile import HandoffStore
 from bff.observability import flush_logs
 from bff.oidc import OidcClient
 from bff.proxy.forwarder import Forwarder, open_upstream_session
+from bff.ratelimit import ProviderBudget, RateLimits
 from bff.sessions import SessionManager
 from bff.sessions.cache import SessionCache
 from bff.sessions.cookie import SignedValueCodec
@@ -47,6 +48,7 @@ class Services:
     handoffs: HandoffStore
     idp_http: httpx2.AsyncClient
     upstream_http: aiohttp.ClientSession
+    limits: RateLimits  # per client address and per browser (bff.ratelimit)
 
     def __repr__(self) -> str:
         return f"Services(issuer={self.settings.issuer!r})"
@@ -57,7 +59,9 @@ def build_store(settings: Settings) -> KeyValueStore:
     if settings.uses_memory_store:
         return MemoryStore()
     # RedisStore.from_url parses redis(s)://, redis(s)+sentinel:// and redis(s)+cluster:// itself.
-    return RedisStore.from_url(settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file)
+    return RedisStore.from_url(
+        settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file, timeout=settings.redis_timeout
+    )
 
 
 async def _load_metadata_forever(oidc: OidcClient) -> None:
@@ -89,7 +93,7 @@ async def open_services(
         follow_redirects=False,
         transport=idp_transport,
     )
-    oidc = OidcClient(settings, idp_http)
+    oidc = OidcClient(settings, idp_http, budget=ProviderBudget.from_settings(store, settings))
     cache = (
         SessionCache(ttl=settings.session_cache_seconds)
         if settings.session_cache_seconds > 0 and not isinstance(store, MemoryStore)
@@ -116,6 +120,7 @@ async def open_services(
         handoffs=HandoffStore(store, keyring, clock),
         idp_http=idp_http,
         upstream_http=upstream_http,
+        limits=RateLimits(store, settings),
     )
     # One quick attempt at start-up (so a healthy deployment is ready at once), then keep trying in the
     # background: a provider that is briefly down must not crash-loop the pods.

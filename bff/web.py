@@ -24,7 +24,7 @@ from bff.sessions import Session
 if TYPE_CHECKING:
     from bff.resources import Services
 
-_MAX_RETURN_TO = 2048
+_MAX_RETURN_TO = 512  # it is stored in the login state: every character costs Redis bytes per anonymous start
 SESSION_SCHEME = "Session"
 
 
