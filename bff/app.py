@@ -76,9 +76,13 @@ def create_app(
         *backchannel.routes,
         *extra_routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(EdgeMiddleware, settings=settings)],
         exception_handlers={BffError: _bff_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
+    # No trailing-slash redirects: Starlette builds their Location from the request's Host header, so
+    # `GET /auth/login/` with `Host: evil.example` would answer with a redirect there. Unknown paths are 404.
+    app.router.redirect_slashes = False
+    return app

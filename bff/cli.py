@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 import uvicorn
 
 from bff import metrics
-from bff.config import ConfigError, Settings, load_settings
+from bff.config import ConfigError, Settings, load_settings, unknown_variables
+from bff.http_protocol import BoundedHttpToolsProtocol, HeadLimits
 from bff.observability import configure_logging
 
 log = logging.getLogger("bff.cli")
@@ -28,12 +31,56 @@ def _settings_or_exit(*, dev: bool = False) -> Settings:
         raise SystemExit(1) from None
 
 
+def _redis_url_problem(settings: Settings) -> str | None:
+    """What is wrong with BFF_REDIS_URL's structure (hosts, Sentinel service, Cluster db, query), checked
+    without connecting. The message names the problem, never any part of the URL (it may hold a password)."""
+    if settings.uses_memory_store:
+        return None
+    from bff.sessions.redis_url import parse_redis_url
+
+    try:
+        parse_redis_url(settings.redis_url.get_secret_value())
+    except ValueError as exc:
+        return f"invalid settings:\n  - BFF_REDIS_URL: {exc}"
+    return None
+
+
+class _WithholdTracebackText(logging.Filter):
+    """uvicorn logs a failed start-up as Starlette's formatted traceback *text* (``lifespan.startup.failed``),
+    exception messages included, and those may quote a setting (a URL with its password); it also formats
+    exceptions into messages ("Error loading ASGI app factory: %s"). Keep the exception type only; the
+    formatters already do so for records carrying ``exc_info``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, BaseException) for a in record.args):
+            record.args = tuple(type(a).__name__ if isinstance(a, BaseException) else a for a in record.args)
+        message = record.getMessage()
+        if "Traceback (most recent call last)" in message:
+            last = message.strip().splitlines()[-1]
+            record.msg = "start-up failed with %s (its message is withheld: it may quote a setting)"
+            record.args = (last.split(":", 1)[0].strip()[:200],)
+        return True
+
+
+def _withhold_traceback_text() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _WithholdTracebackText) for f in logger.filters):
+        logger.addFilter(_WithholdTracebackText())
+
+
+def _warn_unknown_variables() -> None:
+    unknown = unknown_variables()
+    if unknown:
+        log.warning("ignored: not bff settings", extra={"hint": ", ".join(unknown)})
+
+
 def app_from_environment() -> object:
     """uvicorn factory for ``bff serve``: each worker parses the same environment once."""
     from bff.app import create_app
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
+    _withhold_traceback_text()
     return create_app(settings)
 
 
@@ -45,7 +92,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    problem = _redis_url_problem(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     configure_logging(settings.log_level, settings.log_format)
+    _withhold_traceback_text()
+    _warn_unknown_variables()
     if settings.metrics_port:
         # Several workers write to one multi-process directory that this supervising process serves.
         multiprocess = args.workers > 1
@@ -66,7 +119,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         timeout_graceful_shutdown=20,
         loop="uvloop",
-        http="httptools",
+        # httptools plus a head deadline and size/count bounds (bff.http_protocol); a partial is picklable, so
+        # spawned workers get it too.
+        http=cast(
+            "type[asyncio.Protocol]",
+            functools.partial(BoundedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),
+        ),
     )
     return 0
 
@@ -101,6 +159,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     configure_logging(settings.log_level, settings.log_format)
+    _warn_unknown_variables()
     sockets = _loopback_sockets(args.port)
     config = uvicorn.Config(app, log_config=None, server_header=False, lifespan="on")
     server = uvicorn.Server(config)
@@ -143,21 +202,17 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    for name in unknown_variables():  # names only, never values; a warning, not a failure
+        print(f"warning: {name} is not a bff setting; it is ignored", file=sys.stderr)
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    if not settings.uses_memory_store:
-        # The topology's structure (hosts, Sentinel service, Cluster db) is checked by building the client,
-        # which connects to nothing. The message names the problem, never the URL (it may hold a password).
-        from bff.sessions.redis_store import RedisStore
-
-        try:
-            RedisStore.from_url(settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file)
-        except ValueError as exc:
-            print(f"invalid settings:\n  - BFF_REDIS_URL: {exc}", file=sys.stderr)
-            return 1
+    problem = _redis_url_problem(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     store = "memory (one process only)" if settings.uses_memory_store else "redis"
     print(
         f"settings OK: issuer={settings.issuer} client_id={settings.client_id} public_url={settings.public_url} "

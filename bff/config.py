@@ -8,6 +8,7 @@ time (the way oauth2-proxy's ``-config-test`` does it).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -38,6 +39,9 @@ _LIST_FIELDS = (
 _REQUIRED = ("client_id", "client_secret")
 _REQUIRED_OUTSIDE_DEV = ("public_url", "redis_url", "session_secrets", "encryption_keys")
 _MIN_KEY_LENGTH = 32
+_KEY_FIELDS = ("session_secrets", "encryption_keys")
+# BFF_* names read by something other than these settings: the emulator and the test command.
+_OTHER_VARIABLES = frozenset({"BFF_EMULATOR_CLIENT_SECRET", "BFF_TEST_REDIS_URL"})
 # RFC 8252 §7.1: a private-use scheme in reverse-DNS form of a domain the app's publisher controls.
 _REVERSE_DNS_SCHEME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$")
 
@@ -74,6 +78,32 @@ def _check_url(value: str, *, allow_path: bool, allow_plain_http: bool) -> str:
     if not allow_path and parts.path not in ("", "/"):
         raise ValueError("must be an origin (scheme://host[:port]) without a path")
     return value.rstrip("/")
+
+
+def _check_redirect_url(value: str) -> str:
+    """Where a browser is sent (post-logout): an absolute http(s) URL, https unless the host is loopback."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("must be a URL without spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+        raise ValueError("must use https (plain http is accepted only for loopback hosts)")
+    if parts.fragment or parts.username or parts.password:
+        raise ValueError("must not carry a fragment or credentials")
+    return value
+
+
+_MAPPED_IPV4 = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _too_broad(net: IPNetwork) -> bool:
+    """Wider than an IPv4 /8 or an IPv6 /32 (IPv4-mapped IPv6 ranges count as the IPv4 range they map)."""
+    if isinstance(net, ipaddress.IPv4Network):
+        return net.prefixlen < 8
+    if net.subnet_of(_MAPPED_IPV4):
+        return net.prefixlen - 96 < 8
+    return net.prefixlen < 32 or _MAPPED_IPV4.subnet_of(net)
 
 
 def _check_mobile_redirect_uri(value: str) -> str:
@@ -123,6 +153,13 @@ class Settings(BaseModel):
     # Native apps' claimed redirect URIs, matched exactly (RFC 8252 §8.10); empty turns mobile sign-in off.
     mobile_redirect_uris: tuple[str, ...] = ()
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # Bounds on a request's head, before any work (bff.edge; for `bff serve` also bff.http_protocol, before
+    # the bytes are even buffered): more headers, more bytes or a bigger Cookie header answer 431; a connection
+    # that has not sent a whole request head within header_timeout seconds is closed (slowloris).
+    max_request_headers: int = Field(100, ge=16, le=1000)
+    max_header_bytes: int = Field(16384, ge=4096, le=65536)
+    max_cookie_bytes: int = Field(8192, ge=1024, le=65536)
+    header_timeout: float = Field(10.0, gt=0, le=120)
     cookie_name: str | None = None
     cookie_samesite: Literal["lax", "strict"] = "lax"
     post_logout_redirect_uri: str | None = None
@@ -133,10 +170,28 @@ class Settings(BaseModel):
     refresh_lock_lease: float = Field(5.0, gt=0)
     # How long a process may keep a session it read from Redis (dropped at once when it changes anywhere);
     # 0 reads Redis on every request. Not used with memory://.
-    session_cache_seconds: float = Field(10.0, ge=0)
+    # Capped: a process that missed a change (its feed died unnoticed) serves a stale copy no longer than this.
+    session_cache_seconds: float = Field(10.0, ge=0, le=60)
+    # All the Redis work of one request together gets at most this long (a frozen Redis costs a request
+    # this, not every call's socket timeout in turn); also each call's own timeout.
+    redis_timeout: float = Field(2.0, gt=0, le=30)
     refresh_wait: float = Field(12.0, gt=0)
     idp_timeout: float = Field(10.0, gt=0)
     upstream_timeout: float = Field(30.0, gt=0)
+    # Abuse limits (bff.ratelimit). Requests per client address per minute, bursts of up to the same number,
+    # on the anonymous endpoints that write to Redis or call the provider; 0 turns one off.
+    rate_limit_login: int = Field(30, ge=0)
+    rate_limit_callback: int = Field(30, ge=0)
+    rate_limit_mobile_token: int = Field(30, ge=0)
+    rate_limit_backchannel: int = Field(300, ge=0)
+    # Sign-ins one browser (its login-binding cookie) may have pending at once.
+    pending_logins_per_browser: int = Field(10, ge=2)
+    # The provider's quota per client id, shared by every replica (Kryptos: 100 token-endpoint calls a
+    # minute, 1,000 userinfo calls an hour); code exchanges may use only their share of the token budget,
+    # so refreshes always have room. 0 turns a budget off.
+    token_budget_per_minute: int = Field(100, ge=0)
+    userinfo_budget_per_hour: int = Field(1000, ge=0)
+    code_exchange_share: float = Field(0.7, gt=0, le=1)
 
     @field_validator("issuer", "data_api_url", "connect_api_url")
     @classmethod
@@ -151,7 +206,24 @@ class Settings(BaseModel):
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
-        return tuple(_check_url(v, allow_path=False, allow_plain_http=True) for v in value)
+        # Plain http only for loopback origins, or in dev: a foreign http origin could be anyone on the path.
+        return tuple(_check_url(v, allow_path=False, allow_plain_http=bool(info.data.get("dev"))) for v in value)
+
+    @field_validator("post_logout_redirect_uri")
+    @classmethod
+    def _post_logout_redirect_uri(cls, value: str | None) -> str | None:
+        return None if value is None else _check_redirect_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+        for net in value:
+            if _too_broad(net):
+                raise ValueError(
+                    f"{net} is far too broad: X-Forwarded-For would be believed from almost anyone. List the "
+                    "proxies' own addresses or subnets (an IPv4 /8 or an IPv6 /32 at the widest)"
+                )
+        return value
 
     @field_validator("mobile_redirect_uris")
     @classmethod
@@ -262,6 +334,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev: bool = False
         if name in _LIST_FIELDS:
             sep = None if name == "scopes" else ","
             raw[name] = [v.strip() for v in value.split(sep) if v.strip()]
+            if not raw[name] and name in _KEY_FIELDS:
+                problems.append(f"{var}: holds no key; give at least one (comma-separated, newest first)")
         else:
             raw[name] = value
     if dev:
@@ -303,3 +377,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev: bool = False
 def _missing(problems: list[str]) -> set[str]:
     # Fields whose raw value was unusable (already reported); validating them again would double-report.
     return {"trusted_proxies"} if any(p.startswith("BFF_TRUSTED_PROXIES") for p in problems) else set()
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``BFF_*`` variables that no setting reads (a typo such as ``BFF_REDIS_UR`` would otherwise pass
+    silently), each with the closest known name when there is one. Names only: values are never read."""
+    env = os.environ if environ is None else environ
+    known = {_env_name(name) for name in Settings.model_fields if name != "dev"}
+    known |= {f"{_env_name(name)}_FILE" for name in _SECRET_FIELDS}
+    known |= _OTHER_VARIABLES
+    found = []
+    for name in sorted(n for n in env if n.startswith("BFF_") and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found

@@ -4,7 +4,18 @@
 2. the request id, the security headers on the way out, one access-log line and the HTTP metrics
    (:mod:`bff.observability`);
 3. the path guard: non-canonical paths are refused before any routing (:func:`bff.observability.path_refusal`);
-4. the CSRF header and ``Origin`` checks (:mod:`bff.csrf`).
+4. the CSRF header and ``Origin`` checks (:mod:`bff.csrf`);
+5. the request's Redis budget: ``BFF_REDIS_TIMEOUT`` for all its Redis calls together
+   (:class:`bff.sessions.store.RedisBudget`).
+
+Before all of them, the request head's bounds (``BFF_MAX_REQUEST_HEADERS``, ``BFF_MAX_HEADER_BYTES``,
+``BFF_MAX_COOKIE_BYTES``): 431 ``request_header_fields_too_large`` before any work. ``bff serve`` also
+enforces them in the server itself (:mod:`bff.http_protocol`), before the bytes are buffered; this check
+holds under any ASGI server.
+
+A client that goes away before its answer (mid-body: Starlette's ``ClientDisconnect``; or while the
+upstream call is in flight, as :mod:`bff.http_protocol` reports) is not a server error: the access line and
+the metrics say 499 with ``outcome: client_closed``, and nothing is logged at error level.
 
 They are one layer rather than four middlewares because this is the hot path: the headers are read
 once, and each extra ASGI layer costs a coroutine and a copy of the header list per request.
@@ -13,13 +24,27 @@ once, and each extra ASGI layer costs a coroutine and a copy of the header list 
 from __future__ import annotations
 
 import time
+from itertools import chain
 
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff.config import Settings
 from bff.csrf import CsrfPolicy
+from bff.errors import problem
 from bff.forwarded import ForwardedHeaders
 from bff.observability import RequestRecorder, path_refusal, request_id_for, request_id_var, response_headers
+from bff.sessions.store import RedisBudget, redis_budget
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client went away before its answer
+
+
+def _client_gone(scope: Scope) -> bool:
+    """Whether the server saw the connection close before the answer was sent (bff.http_protocol says so;
+    under other servers only ClientDisconnect tells)."""
+    gone = (scope.get("extensions") or {}).get("bff.client", {}).get("gone")
+    return bool(gone is not None and gone())
 
 
 class EdgeMiddleware:
@@ -28,16 +53,22 @@ class EdgeMiddleware:
         self.forwarded = ForwardedHeaders(settings.trusted_proxies)
         self.csrf = CsrfPolicy(settings.effective_allowed_origins)
         self.recorder = RequestRecorder()
+        self.redis_timeout = settings.redis_timeout
+        self.max_headers = settings.max_request_headers
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_cookie_bytes = settings.max_cookie_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        too_many = len(scope["headers"]) > self.max_headers
+        headers = {} if too_many else dict(scope["headers"])
         self.forwarded.apply(scope, headers)
         rid = request_id_for(headers)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
+        budget_token = redis_budget.set(RedisBudget(self.redis_timeout))
         started = time.perf_counter()
         status = 500
 
@@ -49,11 +80,36 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refusal = path_refusal(scope) or self.csrf.refusal(scope, headers)
+            refusal = (
+                self._head_refusal(scope, headers, too_many) or path_refusal(scope) or self.csrf.refusal(scope, headers)
+            )
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:  # the client hung up mid-body: nothing to answer, nothing went wrong here
+            status = CLIENT_CLOSED
         finally:
+            if status == CLIENT_CLOSED or _client_gone(scope):
+                status = CLIENT_CLOSED
+                scope["state"]["outcome"] = "client_closed"
             self.recorder.record(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)
+            redis_budget.reset(budget_token)
+
+    def _head_refusal(self, scope: Scope, headers: dict[bytes, bytes], too_many: bool) -> Response | None:
+        raw = scope["headers"]
+        if not too_many:
+            # The head as sent: the target, each "name: value\r\n", and the request line's fixed parts.
+            size = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 16
+            size += sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
+            # One Cookie header (RFC 6265 §5.4); should a client send several, the total bound still holds.
+            if size <= self.max_header_bytes and len(headers.get(b"cookie", b"")) <= self.max_cookie_bytes:
+                return None
+        return problem(
+            431,
+            "request_header_fields_too_large",
+            f"The request's headers are too large: at most {self.max_headers} headers and "
+            f"{self.max_header_bytes} bytes, of which the Cookie header at most {self.max_cookie_bytes} bytes. "
+            "Clearing this site's cookies may help.",
+        )

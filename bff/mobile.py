@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from bff.config import Settings
 from bff.errors import BadRequest
+from bff.request_body import BodyTooLarge, read_limited
 from bff.sessions.crypto import Keyring
 from bff.sessions.store import KeyValueStore
 from bff.web import constant_time_equals, services
@@ -100,6 +101,15 @@ def parse_login(params: QueryParams, settings: Settings) -> MobileLogin:
     state = params.get("state") or ""
     if not _APP_STATE.fullmatch(state):
         raise _bad_parameter("state", "state is required: 1 to 512 printable ASCII characters.")
+    if not redirect_uri.startswith("https:") and any("none" in p.split() for p in params.getlist("prompt")):
+        # RFC 8252 §8.6: any app can claim a private-use scheme, start this very request itself and, without
+        # a page the person must act on, receive the hand-off silently. Only an https app link is proof
+        # enough of which app gets it.
+        raise _bad_parameter(
+            "prompt",
+            "prompt=none is not allowed for an app whose redirect URI uses a private-use scheme: "
+            "the person must see the sign-in page.",
+        )
     return MobileLogin(redirect_uri=redirect_uri, code_challenge=challenge, state=state)
 
 
@@ -188,14 +198,11 @@ async def _read_fields(request: Request) -> dict[str, str]:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type not in ("application/x-www-form-urlencoded", "application/json"):
         raise _invalid_request("Send the fields as application/x-www-form-urlencoded or application/json.")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > _MAX_BODY):
-        raise _invalid_request("The request body is too large.")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY:
-            raise _invalid_request("The request body is too large.")
+    try:
+        # A client hanging up mid-body raises ClientDisconnect through here: a 499 access line (bff.edge).
+        body = await read_limited(request, _MAX_BODY)
+    except BodyTooLarge:
+        raise _invalid_request("The request body is too large.") from None
     try:
         if media_type == "application/json":
             data = json.loads(body)
@@ -222,6 +229,7 @@ async def _read_fields(request: Request) -> dict[str, str]:
 async def token(request: Request) -> Response:
     """``POST /auth/mobile/token``: exchange the hand-off code for a session token (RFC 7636 §4.6)."""
     svc = services(request)
+    await svc.limits.check(request, "mobile_token")  # first: a refused request reads and burns nothing
     fields = await _read_fields(request)
     store = svc.handoffs
     handoff = await store.take(fields["code"])

@@ -273,6 +273,8 @@ class RequestRecorder:
                 "session_hash": state.get("session_hash"),
                 "upstream_status": state.get("upstream_status"),
             }
+            if "outcome" in state:  # e.g. client_closed (status 499): said only when there is something to say
+                extra["outcome"] = state["outcome"]
             if _access_sink is not None and not access_log.handlers and len(_root.handlers) == 1:
                 _access_sink.access(extra)  # the production set-up (configure_logging): no LogRecord
             else:  # anything else listening (tests' caplog, an embedding app's handlers): a real record
@@ -285,15 +287,20 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+_READY_PING_TIMEOUT = 0.8
+
+
 async def readyz(request: Request) -> Response:
     from bff.errors import BffError
 
     svc = request.app.state.services
     checks: dict[str, str] = {}
     try:
-        await svc.sessions.store.ping()
+        # Readiness answers within a second whatever Redis does (a frozen one would hold the probe).
+        async with asyncio.timeout(_READY_PING_TIMEOUT):
+            await svc.sessions.ping()
         checks["session_store"] = "ok"
-    except BffError:
+    except (BffError, TimeoutError):
         checks["session_store"] = "unavailable"
     checks["identity_provider"] = "ok" if svc.oidc.metadata_loaded else "metadata not loaded"
     ready = all(v == "ok" for v in checks.values())

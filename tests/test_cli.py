@@ -87,6 +87,7 @@ def test_serve_starts_answers_and_stops_on_sigterm(redis_url: str, workers: int)
             "BFF_SESSION_SECRETS": secrets.token_urlsafe(32),
             "BFF_ENCRYPTION_KEYS": secrets.token_urlsafe(32),
             "BFF_METRICS_PORT": str(metrics_port),
+            "BFF_REDIS_UR": "a typo: warned about, by name only",
         }
         args = [*BFF, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         with _process(args, env) as proc:
@@ -109,6 +110,9 @@ def test_serve_starts_answers_and_stops_on_sigterm(redis_url: str, workers: int)
             logs = _output(proc)
         assert "Application shutdown complete" in logs
         assert secret not in logs
+        [typo] = [json.loads(line) for line in logs.splitlines() if "not bff settings" in line]
+        assert (typo["level"], typo["hint"]) == ("warning", "BFF_REDIS_UR (did you mean BFF_REDIS_URL?)")
+        assert "a typo" not in logs
         assert '"level": "info"' in logs  # JSON logs by default
         # Access lines (written without LogRecords in production) carry the route template and request id.
         access = [json.loads(line) for line in logs.splitlines() if '"logger": "bff.access"' in line]
@@ -164,3 +168,71 @@ async def test_dev_serves_the_demo_and_a_person_can_sign_in() -> None:
             assert me.json()["is_admin"] is True
             grants = await client.get(f"{base}/api/developer/grants", headers={"X-CSRF": "1"})
             assert grants.status_code == 200
+
+
+def test_serve_refuses_a_redis_url_it_cannot_read_without_echoing_it() -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "BFF_CLIENT_ID": "c",
+        "BFF_CLIENT_SECRET": "s",
+        "BFF_PUBLIC_URL": "https://app.example.com",
+        "BFF_REDIS_URL": "redis://:Sx7Q/Wv3K@redis:6379/0",  # a raw '/' in the password
+        "BFF_SESSION_SECRETS": "a" * 32,
+        "BFF_ENCRYPTION_KEYS": "b" * 32,
+    }
+    result = subprocess.run([*BFF, "serve"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "BFF_REDIS_URL" in result.stderr and "percent-encode" in result.stderr
+    assert "Sx7Q" not in result.stderr + result.stdout and "Wv3K" not in result.stderr + result.stdout
+
+
+_FAILING_START_UP = """
+import contextlib, sys, uvicorn
+from starlette.applications import Starlette
+from bff import cli
+from bff.observability import configure_logging
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    raise ValueError("cannot reach redis://:Sx7Q-Wv3K@redis:6379/0")
+    yield
+
+configure_logging("info", sys.argv[1])
+cli._withhold_traceback_text()
+uvicorn.run(Starlette(lifespan=lifespan), host="127.0.0.1", port=int(sys.argv[2]), log_config=None, lifespan="on")
+"""
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_failed_start_up_logs_the_exception_type_not_its_message(log_format: str) -> None:
+    # Starlette hands uvicorn the formatted traceback (lifespan.startup.failed), which uvicorn logs as is.
+    result = subprocess.run(
+        [sys.executable, "-c", _FAILING_START_UP, log_format, str(free_port())],
+        env={"PATH": os.environ.get("PATH", "/usr/bin")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "start-up failed with ValueError" in output, output
+    assert "Sx7Q" not in output and "Traceback" not in output
+
+
+def test_exceptions_formatted_into_uvicorn_messages_keep_only_their_type() -> None:
+    import logging
+
+    from bff.cli import _WithholdTracebackText
+
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.ERROR,
+        "",
+        0,
+        "Error loading ASGI app factory: %s",
+        (TypeError("redis://:Sx7Q@h"),),
+        None,
+    )
+    assert _WithholdTracebackText().filter(record)
+    assert record.getMessage() == "Error loading ASGI app factory: TypeError"

@@ -129,3 +129,134 @@ def test_check_config_validates_redis_topology_urls_without_showing_them(url: st
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr
     assert "pw-secret-1" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("name", "value"), [("BFF_SESSION_SECRETS", ","), ("BFF_ENCRYPTION_KEYS", " , ,")])
+def test_a_key_list_without_a_key_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(dict(GOOD, **{name: value}))
+    [problem] = info.value.problems
+    assert problem.startswith(f"{name}: ") and "at least one" in problem
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "//evil.example/",
+        "/relative",
+        "http://evil.example/",
+        "https://app.example.com/#fragment",
+        "https://user:pw@app.example.com/",
+        "https://app.example.com/\nSet-Cookie: x=1",
+    ],
+)
+def test_post_logout_redirect_must_be_an_absolute_https_url(uri: str) -> None:
+    with pytest.raises(ConfigError, match="BFF_POST_LOGOUT_REDIRECT_URI"):
+        load_settings(dict(GOOD, BFF_POST_LOGOUT_REDIRECT_URI=uri))
+
+
+def test_post_logout_redirect_accepts_https_and_loopback_http() -> None:
+    for uri in ("https://app.example.com/bye?from=bff", "http://127.0.0.1:8000/", "http://localhost:3000/"):
+        assert load_settings(dict(GOOD, BFF_POST_LOGOUT_REDIRECT_URI=uri)).effective_post_logout_redirect_uri == uri
+
+
+@pytest.mark.parametrize(
+    "cidr", ["0.0.0.0/0", "::/0", "0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "::ffff:0:0/96", "::/64", "2000::/3"]
+)
+def test_absurdly_broad_trusted_proxies_are_refused(cidr: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(dict(GOOD, BFF_TRUSTED_PROXIES=f"10.42.0.0/16,{cidr}"))
+    [problem] = info.value.problems
+    assert problem.startswith("BFF_TRUSTED_PROXIES: ") and "too broad" in problem
+
+
+def test_trusted_proxies_as_wide_as_a_pod_network_are_accepted() -> None:
+    proxies = "10.0.0.0/8,10.42.0.0/16,192.0.2.7,fd00:1234::/32,::ffff:10.0.0.0/104,2001:db8::1"
+    assert len(load_settings(dict(GOOD, BFF_TRUSTED_PROXIES=proxies)).trusted_proxies) == 6
+
+
+def test_plain_http_allowed_origins_only_for_loopback_or_in_dev() -> None:
+    with pytest.raises(ConfigError, match="BFF_ALLOWED_ORIGINS"):
+        load_settings(dict(GOOD, BFF_ALLOWED_ORIGINS="https://app.example.com,http://evil.example"))
+    local = load_settings(dict(GOOD, BFF_ALLOWED_ORIGINS="https://app.example.com,http://127.0.0.1:3000"))
+    assert local.effective_allowed_origins == {"https://app.example.com", "http://127.0.0.1:3000"}
+    dev = load_settings(
+        {"BFF_CLIENT_ID": "c", "BFF_CLIENT_SECRET": "x", "BFF_ALLOWED_ORIGINS": "http://box.lan"}, dev=True
+    )
+    assert dev.effective_allowed_origins == {"http://box.lan"}
+
+
+def test_unknown_bff_variables_are_named_with_the_closest_known_one() -> None:
+    from bff.config import unknown_variables
+
+    env = {
+        **GOOD,
+        "BFF_REDIS_UR": "redis://typo:6379",
+        "BFF_CLIENT_SECRET_FILE": "/run/secrets/x",  # known: a secret's _FILE form
+        "BFF_ISSUER_FILE": "/run/x",  # not a secret: no _FILE form
+        "BFF_EMULATOR_CLIENT_SECRET": "emu",  # the emulator's
+        "BFF_TEST_REDIS_URL": "redis://127.0.0.1:1",  # the test command's
+        "BFF_MAX_HEADER_BYTES": "16384",
+        "OTHER_REDIS_UR": "not ours",
+    }
+    assert unknown_variables(env) == [
+        "BFF_ISSUER_FILE (did you mean BFF_ISSUER?)",
+        "BFF_REDIS_UR (did you mean BFF_REDIS_URL?)",
+    ]
+
+
+def test_check_config_warns_about_unknown_names_without_values() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bff", "check-config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_UR": "redis://:typo-secret@h:6379"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr  # a warning, not a failure
+    assert "warning: BFF_REDIS_UR (did you mean BFF_REDIS_URL?) is not a bff setting" in result.stderr
+    assert "typo-secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Sx7Q#Wv3K@redis:6379/0",
+        "redis://:Sx7Q/Wv3K@redis:6379/0",
+        "redis://:Sx7Q?Wv3K@redis:6379/0",
+        "redis://Sx7Q:1234?Wv3K=1@redis:6379",
+        "redis://Sx7Q:1234/Wv3K@redis:6379/0",
+        "rediss+cluster://:Sx7Q/Wv3K@10.0.0.1:7000,[::1]:7001",
+        "redis+sentinel://:Sx7Q#Wv3K@s1:26379,s2/mymaster",
+        "redis+sentinel://Sx7Q:1/Wv3K@s1:26379/0",
+        "redis+sentinel://:Sx7Q?Wv3K@s1:26379/mymaster",
+        "Sx7QWv3K@redis:6379",
+    ],
+)
+def test_check_config_never_echoes_any_part_of_a_password(url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bff", "check-config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_URL": url},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "BFF_REDIS_URL" in result.stderr
+    for part in ("Sx7Q", "Wv3K"):
+        assert part not in result.stderr + result.stdout
+
+
+def test_check_config_accepts_a_percent_encoded_password_with_reserved_characters() -> None:
+    url = "rediss+cluster://:Sx7Q%23%2F%3F%40Wv3K@10.0.0.1:7000,[::1]:7001"
+    result = subprocess.run(
+        [sys.executable, "-m", "bff", "check-config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_URL": url},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Sx7Q" not in result.stderr + result.stdout

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from bff.config import ConfigError, load_settings
 from bff.observability import JsonFormatter, quiet_library_loggers
+from bff.sessions.manager import TOMBSTONE
 from tests.support.stack import Stack
 
 APP_URI = "com.example.app:/oauth2redirect"
@@ -111,9 +112,10 @@ async def exchange(
 
 
 async def session_keys(redis_url: str) -> set[bytes]:
+    """Keys of live sessions (an ended session leaves a short-lived tombstone, which holds nothing)."""
     r = aioredis.from_url(redis_url)
     try:
-        return {key async for key in r.scan_iter(match="bff:{*}:session")}
+        return {key async for key in r.scan_iter(match="bff:{*}:session") if await r.get(key) != TOMBSTONE}
     finally:
         await r.aclose()
 
@@ -298,6 +300,33 @@ async def test_repeated_parameters_and_unknown_clients_are_refused(mobile_stack:
         assert twice.status_code == 400 and twice.json()["code"] == "invalid_request"
         other = await browser.get(f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "client": "x"})
         assert other.status_code == 400 and other.json()["code"] == "invalid_parameter"
+
+
+@pytest.mark.parametrize("prompt", ["none", "none login", ["login", "none"]])
+async def test_silent_sign_in_is_refused_for_private_use_schemes(mobile_stack: Stack, prompt: str | list[str]) -> None:
+    # RFC 8252 §8.6: another app claiming com.example.app could start this itself and be approved silently.
+    _, challenge = pkce()
+    async with mobile_stack.client() as browser:
+        r = await browser.get(f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "prompt": prompt})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["code"], r.json()["parameter"]) == ("invalid_request", "prompt")
+    assert "location" not in r.headers
+
+
+async def test_silent_sign_in_is_allowed_for_https_app_links_and_other_prompts(mobile_stack: Stack) -> None:
+    _, challenge = pkce()
+    async with mobile_stack.client() as browser:
+        link = await browser.get(
+            f"{mobile_stack.url}/auth/login",
+            params={**start_params(challenge, redirect_uri=LINK_URI), "prompt": "none"},
+        )
+        assert link.status_code == 302, link.text
+        assert "prompt=none" in link.headers["location"]
+        login = await browser.get(
+            f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "prompt": "login"}
+        )
+        assert login.status_code == 302, login.text
 
 
 async def test_mobile_sign_in_is_off_without_redirect_uris(stack: Stack) -> None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 
+import pytest
+
+from bff.observability import JsonFormatter
 from tests.support.clock import Clock
+from tests.support.raw_http import connect, head
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.stack import Stack
 
@@ -126,3 +132,30 @@ async def test_redis_down_is_503_and_service_recovers(make_stack: Any) -> None:
             assert (await client.get(f"{stack.url}/api/v1/userinfo", headers=CSRF)).status_code == 200
     finally:
         redis.stop()
+
+
+async def test_a_client_hanging_up_mid_body_is_499_not_a_500(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with stack.client() as client:
+        await stack.login(client, "admin")
+        cookie = client.cookies[stack.settings.session_cookie_name]
+    headers = {
+        "Host": "127.0.0.1",
+        "X-CSRF": "1",
+        "Cookie": f"{stack.settings.session_cookie_name}={cookie}",
+        "Content-Type": "application/json",
+        "Content-Length": "200",
+    }
+    caplog.clear()
+    with connect(stack.bff.port) as sock:  # 20 of the 200 bytes announced, then the client is gone
+        sock.sendall(head("PATCH", "/api/developer/grants/g-1/transaction-limit", headers) + b'{"transactionLimit":')
+        await asyncio.sleep(0.3)
+    route = "/api/developer/grants/{grantId}/transaction-limit"
+    for _ in range(100):  # the server thread writes the access line when the handler ends
+        entries = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "bff.access"]
+        if any(e["route"] == route for e in entries):
+            break
+        await asyncio.sleep(0.05)
+    [entry] = [e for e in entries if e["route"] == route]
+    assert (entry["status"], entry["outcome"]) == (499, "client_closed")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -12,8 +12,10 @@ import secrets
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx2
 import pytest
@@ -21,7 +23,9 @@ import redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
+from bff.sessions.manager import TOMBSTONE
 from bff.sessions.redis_store import RedisStore
+from bff.sessions.redis_url import parse_redis_url
 from bff.sessions.store import KeyValueStore, refresh_lock_key, session_key
 from tests import test_store
 from tests.support.redis_server import configured_url
@@ -161,7 +165,7 @@ async def test_keys_of_one_session_share_a_cluster_slot(cluster: ClusterSetup) -
         await store.aclose()
 
 
-async def _sign_in_flow(stack: Stack, key_exists: Callable[[str], bool]) -> None:
+async def _sign_in_flow(stack: Stack, stored_value: Callable[[str], bytes | None]) -> None:
     async with stack.client() as client:
         final = await stack.login(client, "guest")
         assert final.status_code == 302
@@ -169,28 +173,28 @@ async def _sign_in_flow(stack: Stack, key_exists: Callable[[str], bool]) -> None
         assert info.status_code == 200
         assert info.json()["user"]["preferred_username"] == "guest"
         session_id = stack.services.session_codec.unsign(client.cookies[stack.settings.session_cookie_name])
-        assert await asyncio.to_thread(key_exists, session_key(session_id))
+        assert await asyncio.to_thread(stored_value, session_key(session_id)) not in (None, TOMBSTONE)
         out = await client.post(f"{stack.url}/auth/logout", headers={**CSRF, "Origin": stack.url})
         assert out.status_code == 200
-        assert not await asyncio.to_thread(key_exists, session_key(session_id))
+        assert await asyncio.to_thread(stored_value, session_key(session_id)) == TOMBSTONE
         after = await client.get(f"{stack.url}/auth/session", headers=CSRF)
         assert after.status_code == 401
 
 
 async def test_sign_in_flow_on_cluster(cluster: ClusterSetup, make_stack: Callable[..., Stack]) -> None:
-    def exists(key: str) -> bool:
+    def stored_value(key: str) -> bytes | None:
         with redis.Redis(port=cluster.owner(key)) as node:
-            return bool(node.exists(key))
+            return node.get(key)  # type: ignore[return-value]
 
-    await _sign_in_flow(make_stack(redis_url=cluster.url), exists)
+    await _sign_in_flow(make_stack(redis_url=cluster.url), stored_value)
 
 
 async def test_sign_in_flow_through_sentinel(sentinel: SentinelSetup, make_stack: Callable[..., Stack]) -> None:
-    def exists(key: str) -> bool:
+    def stored_value(key: str) -> bytes | None:
         with redis.Redis(port=sentinel.current_master()) as master:
-            return bool(master.exists(key))
+            return master.get(key)  # type: ignore[return-value]
 
-    await _sign_in_flow(make_stack(redis_url=sentinel.url), exists)
+    await _sign_in_flow(make_stack(redis_url=sentinel.url), stored_value)
 
 
 async def test_sentinel_failover_during_traffic_loses_no_session(
@@ -279,3 +283,91 @@ async def test_sentinel_failover_during_traffic_loses_no_session(
         stop.set()
         for client in clients:
             await client.aclose()
+
+
+# --- BFF_REDIS_URL parsing: by hand, not by urllib (hardening E16) ---------------------------------------
+
+NASTY = "p#a/s?s@w:o,r[d]% é"  # every character that confuses a URL parser, and one that is not ASCII
+ENCODED = quote(NASTY, safe="")
+
+
+def _urlsplit_of_python_3_11_2(url: str, *args: Any, **kwargs: Any) -> Any:
+    # Debian 12's Python 3.11.2 refuses a host list holding an IPv6 literal; newer releases let it pass.
+    if "," in url and "[" in url:
+        raise ValueError("Invalid IPv6 URL")
+    return _real_urlsplit(url, *args, **kwargs)
+
+
+_real_urlsplit = urllib.parse.urlsplit
+
+
+async def test_the_url_parser_reads_any_encoded_password_and_ipv6_host_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(urllib.parse, "urlsplit", _urlsplit_of_python_3_11_2)
+    cases = {
+        f"redis://:{ENCODED}@[::1]:6380/2": ("redis", [("::1", 6380)], 2),
+        f"rediss+cluster://app:{ENCODED}@10.0.0.1:7000,[::1]:7001,[2001:db8::7]": (
+            "rediss+cluster",
+            [("10.0.0.1", 7000), ("::1", 7001), ("2001:db8::7", 6379)],
+            0,
+        ),
+        f"redis+sentinel://:{ENCODED}@[fe80::1]:26380,s2/my%2Fmaster/3?sentinel_password={ENCODED}": (
+            "redis+sentinel",
+            [("fe80::1", 26380), ("s2", 26379)],
+            3,
+        ),
+    }
+    for url, (scheme, hosts, db) in cases.items():
+        parsed = parse_redis_url(url)
+        assert (parsed.scheme, list(parsed.hosts), parsed.db, parsed.password) == (scheme, hosts, db, NASTY)
+        store = RedisStore.from_url(url)
+        try:
+            for text in (repr(parsed), repr(store)):
+                assert "p#a" not in text and ENCODED not in text and "%" not in text
+            if scheme == "redis":
+                kwargs = store._redis.connection_pool.connection_kwargs  # type: ignore[union-attr]
+                assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == ("::1", 6380, 2, NASTY)
+            elif scheme == "redis+sentinel":
+                kwargs = store._redis.connection_pool.connection_kwargs  # type: ignore[union-attr]
+                assert (kwargs["password"], kwargs["db"]) == (NASTY, 3)
+                assert store._redis.connection_pool.service_name == "my/master"  # type: ignore[union-attr]
+            else:
+                assert store._redis.get_connection_kwargs()["password"] == NASTY  # type: ignore[union-attr]
+        finally:
+            await store.aclose()
+    assert parse_redis_url(f"redis://:{ENCODED}@h").username is None
+    assert parse_redis_url("redis://:p@ss@h:1").password == "p@ss"  # userinfo ends at the authority's last '@'
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:Sx7Q#Wv3K@redis:6379/0",  # raw '#': the rest looked like a fragment
+        "redis://:Sx7Q/Wv3K@redis:6379/0",  # raw '/': the rest looked like a path
+        "redis://:Sx7Q?Wv3K@redis:6379/0",  # raw '?': the rest looked like a query
+        "redis://Sx7Q:1234?Wv3K=1@redis:6379",  # ... even one that parses as a port and a query
+        "redis://Sx7Q:1234/Wv3K@redis:6379/0",
+        "rediss+cluster://:Sx7Q/Wv3K@10.0.0.1:7000,[::1]:7001",
+        "redis+sentinel://:Sx7Q#Wv3K@s1:26379,s2/mymaster",
+        "redis+sentinel://Sx7Q:1/Wv3K@s1:26379/0",  # would read as host Sx7Q:1, service "Wv3K@s1:26379"
+        "redis+cluster://:Sx7QWv3K@h1:1,[Sx7Q]:2",
+        "redis+cluster://:x@h1:Sx7QWv3K",
+        "redis://Sx7Q Wv3K@redis",
+        "Sx7QWv3K@redis:6379",
+        "redis+sentinel://:x@s1/mymaster?sentinel_pasword=Sx7QWv3K",
+    ],
+)
+def test_unreadable_urls_are_refused_without_quoting_them(url: str) -> None:
+    for parse in (parse_redis_url, RedisStore.from_url):
+        with pytest.raises(ValueError, match=r"\w") as info:
+            parse(url)
+        assert "Sx7Q" not in str(info.value) and "Wv3K" not in str(info.value)
+        assert info.value.__cause__ is None and info.value.__context__ is None  # no urllib error chained on
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://", "redis://h:0", "redis://h:65536", "redis://h:6379/x", "redis://h/0/1", "redis://a,b", "redis://h?x=1"],
+)
+def test_malformed_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"\w"):
+        parse_redis_url(url)

@@ -31,6 +31,7 @@ from bff.config import Settings
 from bff.errors import BadGateway, BadRequest, Forbidden, GatewayTimeout, MethodNotAllowed, session_expired
 from bff.proxy.routes import ROUTES, ForwardRoute
 from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, validate_query
+from bff.request_body import BodyTooLarge, read_limited
 from bff.sessions import Session, SessionManager
 from bff.tokens import TokenService
 from bff.web import require_session
@@ -165,17 +166,11 @@ def _has_body(request: Request) -> bool:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise BadRequest("The request body is too large.", code="invalid_body")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest("The request body is too large.", code="invalid_body")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # A client hanging up mid-body raises ClientDisconnect through here: a 499 access line (bff.edge).
+    try:
+        return await read_limited(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise BadRequest("The request body is too large.", code="invalid_body") from None
 
 
 def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
