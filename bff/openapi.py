@@ -71,13 +71,33 @@ def _problem(status: int, *codes: str, upstream: bool = False) -> dict[str, Any]
 
 def _default_problem() -> dict[str, Any]:
     return {
-        "description": "Any other error, e.g. 500 `internal_error` (never a stack trace).",
+        "description": (
+            "Any other error, e.g. 431 `request_header_fields_too_large` (more than `BFF_MAX_REQUEST_HEADERS` "
+            "headers, a head over `BFF_MAX_HEADER_BYTES` or a cookie over `BFF_MAX_COOKIE_BYTES`), 408 "
+            "`request_timeout` (a head not complete within `BFF_HEADER_TIMEOUT`) or 500 `internal_error` "
+            "(never a stack trace)."
+        ),
         "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
     }
 
 
-def _store_down() -> dict[str, Any]:
-    return _problem(503, "session_store_unavailable")
+def _store_down(*more: str) -> dict[str, Any]:
+    return _problem(503, "session_store_unavailable", *more)
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "string"}}}
+
+
+def _rate_limited(per: str) -> dict[str, Any]:
+    """429 ``rate_limited``: this anonymous endpoint's limit per client address (``BFF_RATE_LIMIT_*``)."""
+    problem = _problem(429, "rate_limited")
+    problem["description"] = problem["description"].rstrip(".") + f", over the limit {per}."
+    return {**problem, "headers": _RETRY_AFTER}
+
+
+def _idp_busy() -> dict[str, Any]:
+    """503 when the provider's quota is spent (or the provider said 429): the call is not made."""
+    return {**_store_down("idp_busy"), "headers": _RETRY_AFTER}
 
 
 def _redirect(description: str, *, sets_cookie: bool = False) -> dict[str, Any]:
@@ -170,7 +190,10 @@ def _forwarded_operation(route: ForwardRoute) -> dict[str, Any]:
             "headers": {"Retry-After": {"description": "Passed through.", "schema": {"type": "string"}}},
         },
         "502": _problem(502, "upstream_unavailable", "idp_unavailable", upstream=True),
-        "503": _problem(503, "session_store_unavailable", "refresh_in_progress", upstream=True),
+        "503": {
+            **_problem(503, "session_store_unavailable", "refresh_in_progress", "idp_busy", upstream=True),
+            "headers": _RETRY_AFTER,
+        },
         "504": _problem(504, "upstream_timeout", upstream=True),
         "default": {
             "description": "Any other status: Kryptos's own JSON passed through, or bff's problem+json.",
@@ -210,7 +233,7 @@ def forwarded_paths(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, dict
 _LOGIN_PARAMETERS: list[dict[str, Any]] = [
     _query(
         "return_to",
-        {"type": "string", "maxLength": 2048, "pattern": "^/(?![/\\\\])[^\\\\\\u0000-\\u001f\\u007f]*$"},
+        {"type": "string", "maxLength": 512, "pattern": "^/(?![/\\\\])[^\\\\\\u0000-\\u001f\\u007f]*$"},
         "Local path to return to after sign-in (default `/`): starts with one `/`, no backslash, no control "
         "characters, also once percent-decoded; else 400 `invalid_return_to`.",
     ),
@@ -270,6 +293,7 @@ def _auth_paths() -> dict[str, dict[str, Any]]:
                 "invalid_redirect_uri",
                 "invalid_request",
             ),
+            "429": _rate_limited("per client address, or of sign-ins pending in this browser"),
             "502": _problem(502, "idp_unavailable"),
             "503": _store_down(),
             "default": _default_problem(),
@@ -306,8 +330,9 @@ def _auth_paths() -> dict[str, dict[str, Any]]:
                 "login_failed",
                 "invalid_id_token",
             ),
+            "429": _rate_limited("per client address"),
             "502": _problem(502, "idp_unavailable"),
-            "503": _store_down(),
+            "503": _idp_busy(),
             "default": _default_problem(),
         },
     }
@@ -395,6 +420,7 @@ def _auth_paths() -> dict[str, dict[str, Any]]:
         "responses": {
             "200": {"description": "The sessions are ended (empty body)."},
             "400": _problem(400, "invalid_logout_token"),
+            "429": _rate_limited("per client address"),
             "502": _problem(502, "idp_unavailable"),
             "503": _store_down(),
             "default": _default_problem(),
@@ -427,6 +453,7 @@ def _auth_paths() -> dict[str, dict[str, Any]]:
             },
             "400": _problem(400, "invalid_request", "invalid_grant"),
             "403": _problem(403, "origin_not_allowed"),
+            "429": _rate_limited("per client address"),
             "503": _store_down(),
             "default": _default_problem(),
         },

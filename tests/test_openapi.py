@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -384,3 +385,23 @@ def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, 
     assert signed_in.outcomes["200"] > 0
     failures = anonymous.failures + signed_in.failures
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
+
+
+# Codes that exist in the error tree but never reach a client: a base class's default that is never raised
+# bare, and the provider's refusal, which is always translated (login_failed, idp_unavailable, session_expired).
+_NEVER_SENT = {"service_unavailable", "token_rejected"}
+
+
+def test_every_error_code_bff_can_send_is_in_the_committed_document() -> None:
+    """A client reads the error codes it may meet in openapi.json: a new code without a line there fails."""
+    shipped = (REPO / "bff").rglob("*.py")
+    sources = [p for p in shipped if "emulator" not in p.parts and p.name not in ("dev.py", "openapi.py")]
+    codes: set[str] = set()
+    for path in sources:
+        text = path.read_text()
+        codes |= set(re.findall(r'\bcode="([a-z_]+)"', text))
+        codes |= set(re.findall(r'default_code(?::[^=]*)?\s*=\s*"([a-z_]+)"', text))
+        codes |= set(re.findall(r'problem\(\s*\d+,\s*"([a-z_]+)"', text))
+    assert {"rate_limited", "idp_busy", "request_header_fields_too_large", "session_expired"} <= codes
+    document = COMMITTED.read_text()
+    assert sorted(c for c in codes - _NEVER_SENT if f"`{c}`" not in document) == []
