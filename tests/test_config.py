@@ -89,27 +89,26 @@ def test_plain_http_refused_outside_dev_except_loopback() -> None:
     assert load_settings(dict(GOOD, BFF_ISSUER="http://127.0.0.1:9000/oidc")).issuer.startswith("http://127")
 
 
-def test_check_config_command_prints_every_problem_and_exits_1() -> None:
-    result = subprocess.run(
+def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``bff check-config`` as a process, with only ``env`` (and PATH) in its environment."""
+    return subprocess.run(
         [sys.executable, "-m", "bff", "check-config"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin"},
+        env={"PATH": "/usr/bin", **env},
         check=False,
     )
+
+
+def test_check_config_command_prints_every_problem_and_exits_1() -> None:
+    result = _check_config({})
     assert result.returncode == 1
     for name in ("BFF_CLIENT_ID", "BFF_CLIENT_SECRET", "BFF_PUBLIC_URL", "BFF_REDIS_URL"):
         assert name in result.stderr
 
 
 def test_check_config_ok_hides_secrets() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bff", "check-config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", **GOOD},
-        check=False,
-    )
+    result = _check_config(GOOD)
     assert result.returncode == 0, result.stderr
     assert "settings OK" in result.stdout
     assert "s3cr3t" not in result.stdout and "redispw" not in result.stdout
@@ -119,13 +118,7 @@ def test_check_config_ok_hides_secrets() -> None:
     "url", ["redis+sentinel://:pw-secret-1@127.0.0.1:26379", "redis+cluster://:pw-secret-1@127.0.0.1:7000/3"]
 )
 def test_check_config_validates_redis_topology_urls_without_showing_them(url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bff", "check-config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_URL": url},
-        check=False,
-    )
+    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr
     assert "pw-secret-1" not in result.stderr + result.stdout
@@ -208,13 +201,7 @@ def test_unknown_bff_variables_are_named_with_the_closest_known_one() -> None:
 
 
 def test_check_config_warns_about_unknown_names_without_values() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bff", "check-config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_UR": "redis://:typo-secret@h:6379"},
-        check=False,
-    )
+    result = _check_config({**GOOD, "BFF_REDIS_UR": "redis://:typo-secret@h:6379"})
     assert result.returncode == 0, result.stderr  # a warning, not a failure
     assert "warning: BFF_REDIS_UR (did you mean BFF_REDIS_URL?) is not a bff setting" in result.stderr
     assert "typo-secret" not in result.stderr + result.stdout
@@ -236,13 +223,7 @@ def test_check_config_warns_about_unknown_names_without_values() -> None:
     ],
 )
 def test_check_config_never_echoes_any_part_of_a_password(url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bff", "check-config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_URL": url},
-        check=False,
-    )
+    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr
     for part in ("Sx7Q", "Wv3K"):
@@ -251,12 +232,6 @@ def test_check_config_never_echoes_any_part_of_a_password(url: str) -> None:
 
 def test_check_config_accepts_a_percent_encoded_password_with_reserved_characters() -> None:
     url = "rediss+cluster://:Sx7Q%23%2F%3F%40Wv3K@10.0.0.1:7000,[::1]:7001"
-    result = subprocess.run(
-        [sys.executable, "-m", "bff", "check-config"],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin", **GOOD, "BFF_REDIS_URL": url},
-        check=False,
-    )
+    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 0, result.stderr
     assert "Sx7Q" not in result.stderr + result.stdout

@@ -19,31 +19,16 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from bff.app import create_app
-from bff.config import Settings
 from bff.observability import JsonFormatter
+from tests.support.settings import minimal_settings
 
 FORM = "application/x-www-form-urlencoded"
-
-
-def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "client_id": "c",
-        "client_secret": "s",
-        "issuer": "http://127.0.0.1:9/oidc",
-        "public_url": "https://app.example.com",
-        "redis_url": "memory://",
-        "session_secrets": ["a" * 32],
-        "encryption_keys": ["b" * 32],
-        "idp_timeout": 0.2,
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
 
 
 @pytest.fixture
 async def app() -> AsyncIterator[Starlette]:
     # The smallest bounds the settings allow, so the tests' requests stay small.
-    application = create_app(_settings(max_request_headers=16, max_header_bytes=4096, max_cookie_bytes=1024))
+    application = create_app(minimal_settings(max_request_headers=16, max_header_bytes=4096, max_cookie_bytes=1024))
     async with application.router.lifespan_context(application):
         yield application
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, generate_latest
 from bff.app import create_app
 from bff.config import Settings
 from bff.observability import JsonFormatter
+from tests.support.settings import minimal_settings
 from tests.support.stack import Stack
 
 CSRF = {"X-CSRF": "1"}
@@ -78,21 +79,6 @@ async def test_access_log_fields(stack: Stack, caplog: pytest.LogCaptureFixture)
     assert entry["session_hash"] not in cookie
 
 
-def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "client_id": "c",
-        "client_secret": "s",
-        "issuer": "http://127.0.0.1:9/oidc",
-        "public_url": "https://app.example.com",
-        "redis_url": "memory://",
-        "session_secrets": ["a" * 32],
-        "encryption_keys": ["b" * 32],
-        "idp_timeout": 0.2,
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
-
-
 async def _logged_client(
     settings: Settings, peer: str, headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> tuple[dict[str, Any], httpx2.Response]:
@@ -111,14 +97,14 @@ SPOOF = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forw
 
 
 async def test_forwarded_headers_are_believed_from_a_trusted_proxy(caplog: pytest.LogCaptureFixture) -> None:
-    settings = _settings(trusted_proxies=["10.0.0.0/8"])
+    settings = minimal_settings(trusted_proxies=["10.0.0.0/8"])
     headers = {**SPOOF, "X-Forwarded-For": "203.0.113.9, 10.1.2.3"}  # client, then an inner proxy hop
     entry, _ = await _logged_client(settings, "10.0.0.5", headers, caplog)
     assert entry["client"] == "203.0.113.9"
 
 
 async def test_spoofed_forwarded_headers_from_anyone_else_change_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    settings = _settings(trusted_proxies=["10.0.0.0/8"])
+    settings = minimal_settings(trusted_proxies=["10.0.0.0/8"])
     spoofed, spoofed_response = await _logged_client(settings, "192.0.2.44", SPOOF, caplog)
     plain, plain_response = await _logged_client(settings, "192.0.2.44", {}, caplog)
     assert spoofed["client"] == plain["client"] == "192.0.2.44"
@@ -129,7 +115,7 @@ async def test_spoofed_forwarded_headers_from_anyone_else_change_nothing(caplog:
 
 
 async def test_without_trusted_proxies_no_forwarded_header_is_believed(caplog: pytest.LogCaptureFixture) -> None:
-    entry, _ = await _logged_client(_settings(), "10.0.0.5", SPOOF, caplog)
+    entry, _ = await _logged_client(minimal_settings(), "10.0.0.5", SPOOF, caplog)
     assert entry["client"] == "10.0.0.5"
 
 

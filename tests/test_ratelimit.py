@@ -25,6 +25,7 @@ from bff.ratelimit import ProviderBudget, RateLimits, client_address, parse_retr
 from bff.sessions.memory_store import MemoryStore
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore, pending_logins_key, provider_budget_key, rate_limit_key
+from tests.support.settings import minimal_settings
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -39,14 +40,8 @@ def _key() -> str:
 
 
 def _settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "client_id": "c",
-        "client_secret": "s",
-        "public_url": "http://127.0.0.1:1",
-        "issuer": "http://127.0.0.1:2/oidc",
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
+    base = {"public_url": "http://127.0.0.1:1", "issuer": "http://127.0.0.1:2/oidc", "idp_timeout": 10.0}
+    return minimal_settings(**{**base, **overrides})
 
 
 def _request(host: str | None) -> Request:
