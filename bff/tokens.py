@@ -42,7 +42,7 @@ import logging
 import math
 
 from bff import metrics
-from bff.errors import BffError, IdpUnavailable, ServiceUnavailable, SessionStoreUnavailable, session_expired
+from bff.errors import BffError, IdpBusy, IdpUnavailable, ServiceUnavailable, SessionStoreUnavailable, session_expired
 from bff.oidc import OidcClient, TokenRejected, TokenSet
 from bff.sessions import Session, SessionManager
 from bff.sessions.manager import RefreshLock
@@ -199,7 +199,7 @@ class TokenService:
             log.info("refresh refused; session ended", extra={"error": exc.error, "outcome": "rejected"})
             await self._sessions.delete(session_id)
             raise session_expired() from exc
-        except IdpUnavailable:
+        except (IdpUnavailable, IdpBusy):  # unreachable, or the provider's quota spent: the session is kept
             metrics.refreshes.labels(outcome="failed").inc()
             raise
         saved = await self._store_refreshed(session_id, current, tokens, issued)
