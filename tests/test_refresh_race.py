@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -21,7 +20,7 @@ from bff.sessions.cookie import SignedValueCodec
 from bff.sessions.crypto import Keyring
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import refresh_lock_key
-from tests.support.processes import Cluster, Replica, start_cluster
+from tests.support.processes import Cluster, sign_in, start_cluster
 
 CSRF = {"X-CSRF": "1"}
 
@@ -38,15 +37,6 @@ def cluster_factory(redis_url: str) -> Iterator[Any]:
     yield factory
     for cluster in started:
         cluster.stop()
-
-
-async def _sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = "guest") -> str:
-    start = await client.get(f"{replica.url}/auth/login", params={"login_hint": username})
-    approve = await client.get(start.headers["location"])
-    query = urlsplit(approve.headers["location"]).query
-    done = await client.get(f"{replica.url}/auth/callback?{query}")
-    assert done.status_code == 302, done.text
-    return str(client.cookies["bff-session"])
 
 
 def _manager(cluster: Cluster) -> tuple[SessionManager, SignedValueCodec, RedisStore]:
@@ -100,7 +90,7 @@ async def _grant_alive(cluster: Cluster, cookie: str) -> None:
 async def _expired_session(cluster: Cluster, *, token_delay: float) -> str:
     """Sign in on the first replica, jump past the access token's expiry, slow the provider down."""
     async with httpx2.AsyncClient() as browser:
-        cookie = await _sign_in(browser, cluster.replicas[0])
+        cookie = await sign_in(browser, cluster.replicas[0])
     await _expire_access_token(cluster, cookie)
     await cluster.control("POST", "config", json={"token_delay_seconds": token_delay})
     return cookie
@@ -162,7 +152,7 @@ async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: 
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="1", BFF_REFRESH_WAIT="10")
     holder, survivor = cluster.replicas
     async with httpx2.AsyncClient() as browser:
-        cookie = await _sign_in(browser, holder)
+        cookie = await sign_in(browser, holder)
     session_id = await _expire_access_token(cluster, cookie)
     await cluster.control("POST", "config", json={"token_delay_seconds": 3})
     manager, _, store = _manager(cluster)

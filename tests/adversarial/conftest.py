@@ -12,9 +12,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx2
 import pytest
 import redis
 
@@ -22,7 +20,7 @@ from bff.sessions import SessionManager
 from bff.sessions.cookie import SignedValueCodec
 from bff.sessions.crypto import Keyring
 from bff.sessions.redis_store import RedisStore
-from tests.support.processes import Cluster, Replica, start_cluster
+from tests.support.processes import Cluster, start_cluster
 from tests.support.redis_server import RedisServer
 
 CSRF = {"X-CSRF": "1"}
@@ -79,17 +77,6 @@ def replicas(private_redis: PrivateRedis) -> Iterator[Callable[..., Cluster]]:
     yield factory
     for cluster in started:
         cluster.stop()
-
-
-async def sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = "guest") -> str:
-    """A whole browser sign-in against one replica; returns the session cookie's value."""
-    start = await client.get(f"{replica.url}/auth/login", params={"login_hint": username})
-    assert start.status_code == 302, start.text
-    approve = await client.get(start.headers["location"])
-    query = urlsplit(approve.headers["location"]).query
-    done = await client.get(f"{replica.url}/auth/callback?{query}")
-    assert done.status_code == 302, done.text
-    return str(client.cookies["bff-session"])
 
 
 def cookie_headers(cookie: str, **extra: str) -> dict[str, Any]:

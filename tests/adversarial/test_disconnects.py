@@ -17,8 +17,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.adversarial.conftest import PrivateRedis, cookie_headers, sign_in
-from tests.support.processes import Cluster, Replica
+from tests.adversarial.conftest import PrivateRedis, cookie_headers
+from tests.support.processes import Cluster, Replica, sign_in
 from tests.support.raw_http import connect, head
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from tests.adversarial.conftest import PrivateRedis, cookie_headers, sign_in
-from tests.support.processes import Cluster, Replica
+from tests.adversarial.conftest import PrivateRedis, cookie_headers
+from tests.support.processes import Cluster, Replica, sign_in
 
 ACCESS_TOKEN_TTL = 2  # seconds: a session's access token is due for refresh after 1 s
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import httpx2
 
-from tests.adversarial.conftest import PrivateRedis, cookie_headers, sign_in
-from tests.support.processes import Cluster
+from tests.adversarial.conftest import PrivateRedis, cookie_headers
+from tests.support.processes import Cluster, sign_in
 
 BUDGET = 2.0
 

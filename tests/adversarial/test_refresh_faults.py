@@ -16,9 +16,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.adversarial.conftest import Peek, cookie_headers, sign_in
+from tests.adversarial.conftest import Peek, cookie_headers
 from tests.support.clock import Clock
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, sign_in
 from tests.support.stack import Stack
 
 

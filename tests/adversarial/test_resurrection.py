@@ -21,8 +21,8 @@ import redis
 from bff.sessions.manager import TOMBSTONE, TOMBSTONE_TTL
 from bff.sessions.redis_store import FEED_DEADLINE
 from bff.sessions.store import SESSION_EVENTS_CHANNEL, session_key
-from tests.adversarial.conftest import Peek, PrivateRedis, cookie_headers, sign_in
-from tests.support.processes import Cluster, Replica
+from tests.adversarial.conftest import Peek, PrivateRedis, cookie_headers
+from tests.support.processes import Cluster, Replica, sign_in
 from tests.support.tcp_relay import TcpRelay
 
 

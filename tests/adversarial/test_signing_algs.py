@@ -20,9 +20,9 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from bff.emulator.issuance import mint_logout_token
-from tests.adversarial.conftest import PrivateRedis, cookie_headers, sign_in
+from tests.adversarial.conftest import PrivateRedis, cookie_headers
 from tests.support.idp_tamper import _claims, _replace_json
-from tests.support.processes import CLIENT_ID, Cluster
+from tests.support.processes import CLIENT_ID, Cluster, sign_in
 from tests.support.stack import Stack
 
 HOSTILE_ALGS = ["none", "RS256", "HS256"]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -132,3 +133,14 @@ def start_cluster(redis_url: str, *, replicas: int = 2, metrics: bool = False, *
         cluster.stop()
         raise
     return cluster
+
+
+async def sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = "guest") -> str:
+    """A whole browser sign-in against one replica; returns the session cookie's value."""
+    start = await client.get(f"{replica.url}/auth/login", params={"login_hint": username})
+    assert start.status_code == 302, start.text
+    approve = await client.get(start.headers["location"])
+    query = urlsplit(approve.headers["location"]).query
+    done = await client.get(f"{replica.url}/auth/callback?{query}")
+    assert done.status_code == 302, done.text
+    return str(client.cookies["bff-session"])
