@@ -10,8 +10,7 @@ import redis.asyncio as aioredis
 
 from bff.sessions.cache import SessionCache
 from bff.sessions.model import Session
-from tests.support.processes import start_cluster
-from tests.test_refresh_race import _sign_in
+from tests.support.processes import sign_in, start_cluster
 
 CSRF = {"X-CSRF": "1"}
 
@@ -83,7 +82,7 @@ async def test_logout_on_one_replica_ends_the_cached_session_on_the_other(redis_
     try:
         a, b = cluster.replicas
         async with httpx2.AsyncClient(timeout=10) as client:
-            cookie = await _sign_in(client, a)
+            cookie = await sign_in(client, a)
             assert await _session_status(client, b.url, cookie) == 200  # now cached in B
             gets_before = await _redis_gets(redis_url)
             for _ in range(5):
