@@ -24,7 +24,10 @@ RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when pyproject.toml or uv.lock change, not on every code edit.
+# devtools/ (the emulator and the demo) is a workspace member the lock names: only its pyproject.toml is
+# copied, so uv can read the lock; --no-dev installs none of it.
 COPY pyproject.toml uv.lock ./
+COPY devtools/pyproject.toml ./devtools/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 

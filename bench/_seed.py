@@ -19,6 +19,7 @@ from bff.config import DEFAULT_SCOPES, Settings
 from bff.sessions import Session, SessionManager
 from bff.sessions.cookie import SignedValueCodec, new_session_id
 from bff.sessions.crypto import Keyring
+from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore
 
@@ -61,8 +62,8 @@ def make_session(n: int, manager: SessionManager, refresh_lifetime: int) -> Sess
         scope=DEFAULT_SCOPES,
         created_at=now,
         last_seen_at=now,
-        expires_at=manager.absolute_end(now, refresh_expires),
-        logout_sid=secrets.token_urlsafe(16),
+        expires_at=manager.lifetimes.absolute_end(now, refresh_expires),
+        logout_csrf=secrets.token_urlsafe(16),
         oidc_sid=secrets.token_urlsafe(16),
     )
 
@@ -81,8 +82,7 @@ class Seeder:
         return SessionManager(
             store,
             self.keyring,
-            idle_timeout=self.settings.session_idle_timeout,
-            max_lifetime=self.settings.session_max_lifetime,
+            lifetimes=Lifetimes.from_settings(self.settings),
             clock=time.time,
         )
 

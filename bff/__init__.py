@@ -1,6 +1,12 @@
-"""bff: an OAuth 2.0 / OpenID Connect backend-for-frontend for the Kryptos Connect API."""
+"""bff: an OAuth 2.0 / OpenID Connect backend-for-frontend for the Kryptos Connect API.
 
-from bff.app import create_app
-from bff.config import Settings
+The application is :func:`bff.app.create_app`; the command line is :mod:`bff.cli`; the README's "Layout"
+section walks the modules in the order a request meets them.
+"""
 
-__all__ = ["Settings", "create_app"]
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("bff")  # the one version, pyproject.toml's
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,8 +1,8 @@
-"""``create_app(settings)``: routes, middleware order and lifespan; nothing else.
+"""``create_app(settings)``: every route, the middleware and the lifespan, in one place.
 
-One middleware, :class:`bff.edge.EdgeMiddleware` (forwarded headers, request id, security headers, access
-log and metrics, path guard, CSRF), then the router. The forwarded API routes come first in the route list:
-they are the hot path, and Starlette tries routes in order.
+One middleware, :class:`bff.web.edge.EdgeMiddleware` (forwarded headers, request id, security headers, access
+log and metrics, path guard, CSRF, the Redis budget), then the router. The forwarded API routes come first
+in the route list: they are the hot path, and Starlette tries routes in order.
 """
 
 from __future__ import annotations
@@ -21,16 +21,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bff import auth_routes, backchannel
 from bff.config import Settings
-from bff.edge import EdgeMiddleware
-from bff.errors import BffError, error_response, problem
-from bff.observability import healthz, readyz
+from bff.errors import BffError, MethodNotAllowed, NotFound, error_response
 from bff.proxy.forwarder import proxy_routes
-from bff.resources import open_services
+from bff.routes import auth, backchannel, health, mobile
+from bff.services.container import open_services
 from bff.sessions.store import KeyValueStore
+from bff.web.edge import EdgeMiddleware
 
 log = logging.getLogger("bff.app")
+
+
+def routes() -> list[BaseRoute]:
+    """Every endpoint of the service (the README's "HTTP endpoints")."""
+    return [
+        *proxy_routes(),  # /api/...: the route table, bff.proxy.routes
+        Route("/auth/login", auth.login, methods=["GET"]),
+        Route("/auth/callback", auth.callback, methods=["GET"]),
+        Route("/auth/session", auth.session_info, methods=["GET"]),
+        Route("/auth/logout", auth.logout_post, methods=["POST"]),
+        Route("/auth/logout", auth.logout_get, methods=["GET"]),
+        Route("/auth/mobile/token", mobile.token, methods=["POST"]),
+        Route("/auth/backchannel-logout", backchannel.backchannel_logout, methods=["POST"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
+    ]
 
 
 async def _bff_error(request: Request, exc: Exception) -> Response:
@@ -39,15 +54,16 @@ async def _bff_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    # Starlette's router: no route (404) or not this method (405). Nothing else raises HTTPException here.
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, headers=exc.headers)
+    error = MethodNotAllowed if exc.status_code == 405 else NotFound
+    return error_response(error(headers=exc.headers))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The client learns only that something failed; the log keeps the exception type (never its text).
     log.error("unhandled error", exc_info=exc)
-    return problem(500, "internal_error", "Something went wrong on our side.")
+    return error_response(BffError("Something went wrong on our side."))
 
 
 def create_app(
@@ -58,6 +74,10 @@ def create_app(
     idp_transport: httpx2.AsyncBaseTransport | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
+    """The service. ``clock`` is its one clock (sessions, tokens, hand-offs, the provider budget, logout
+    tokens); ``store`` and ``idp_transport`` replace the Redis store and the provider's transport (tests);
+    ``extra_routes`` come after the service's own (``bff dev`` mounts the emulator and the demo SPA)."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, store=store, clock=clock, idp_transport=idp_transport) as services:
@@ -68,16 +88,8 @@ def create_app(
             gc.freeze()
             yield
 
-    routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        *proxy_routes(),
-        *auth_routes.routes,
-        *backchannel.routes,
-        *extra_routes,
-    ]
     app = Starlette(
-        routes=routes,
+        routes=[*routes(), *extra_routes],
         middleware=[Middleware(EdgeMiddleware, settings=settings)],
         exception_handlers={BffError: _bff_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,

@@ -1,4 +1,4 @@
-"""Command line (contract §2): ``bff serve``, ``bff dev``, ``bff emulator``, ``bff check-config``."""
+"""Command line: ``bff serve``, ``bff check-config``; with the development tools also ``bff dev``, ``bff emulator``."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
-import os
 import socket
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import cast
 
 import uvicorn
 
 from bff import metrics
 from bff.config import ConfigError, Settings, load_settings, unknown_variables
-from bff.http_protocol import BoundedHttpToolsProtocol, HeadLimits
-from bff.observability import configure_logging
+from bff.logs import configure_logging
+from bff.web.protocol import BoundedHttpToolsProtocol, HeadLimits
 
 log = logging.getLogger("bff.cli")
 
@@ -99,33 +100,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     _withhold_traceback_text()
     _warn_unknown_variables()
-    if settings.metrics_port:
-        # Several workers write to one multi-process directory that this supervising process serves.
-        multiprocess = args.workers > 1
-        if multiprocess:
-            metrics.prepare_multiprocess_dir()
-        metrics.serve_metrics(settings.metrics_port, multiprocess=multiprocess, host=args.host)
-    uvicorn.run(
-        "bff.cli:app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # X-Forwarded-* are handled by bff.forwarded (only from BFF_TRUSTED_PROXIES), not by uvicorn.
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        access_log=False,  # ours (bff.access) logs the route template, never a query string
-        log_config=None,
-        timeout_graceful_shutdown=20,
-        loop="uvloop",
-        # httptools plus a head deadline and size/count bounds (bff.http_protocol); a partial is picklable, so
-        # spawned workers get it too.
-        http=cast(
-            "type[asyncio.Protocol]",
-            functools.partial(BoundedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),
-        ),
-    )
+    with contextlib.ExitStack() as stack:
+        if settings.metrics_port:
+            # Several workers write to one multi-process directory that this supervising process serves.
+            multiprocess = args.workers > 1
+            if multiprocess:
+                stack.enter_context(metrics.multiprocess_dir())
+            metrics.serve_metrics(settings.metrics_port, multiprocess=multiprocess, host=args.host)
+        uvicorn.run(
+            "bff.cli:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # X-Forwarded-* are handled by bff.web.forwarded (only from BFF_TRUSTED_PROXIES), not by uvicorn.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            access_log=False,  # ours (bff.access) logs the route template, never a query string
+            log_config=None,
+            timeout_graceful_shutdown=20,
+            loop="uvloop",
+            # httptools plus a head deadline and size/count bounds (bff.web.protocol); a partial is picklable, so
+            # spawned workers get it too.
+            http=cast(
+                "type[asyncio.Protocol]",
+                functools.partial(BoundedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),
+            ),
+        )
     return 0
 
 
@@ -150,55 +152,30 @@ def _loopback_sockets(port: int) -> list[socket.socket]:
     return socks
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
-    from bff.dev import create_dev_app
-
+def _dev_tools(command: str) -> ModuleType | None:
+    """``bff_dev.commands`` (devtools/ in the repository), or None after saying how to get it."""
     try:
-        app, settings = create_dev_app(args.port, os.environ)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    configure_logging(settings.log_level, settings.log_format)
-    _warn_unknown_variables()
-    sockets = _loopback_sockets(args.port)
-    config = uvicorn.Config(app, log_config=None, server_header=False, lifespan="on")
-    server = uvicorn.Server(config)
+        return importlib.import_module("bff_dev.commands")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("bff_dev"):
+            raise
     print(
-        f"\n  bff dev is running: open {settings.public_url}/  (Ctrl-C stops it)\n"
-        "  Sign in as guest, guest2, linked or admin (admin may change Guest transaction limits).\n",
-        flush=True,
+        f"bff {command} needs bff's development tools (the Kryptos emulator and the demo), which the bff package "
+        "and its image do not contain. From a clone of the repository run scripts/dev, or install them into "
+        "this environment with `uv sync` there (the dev dependency group installs devtools/).",
+        file=sys.stderr,
     )
-    asyncio.run(server.serve(sockets=sockets))
-    return 0
+    return None
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    tools = _dev_tools("dev")
+    return 2 if tools is None else int(tools.run_dev(args))
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
-
-    base = args.base_url or f"http://{args.host}:{args.port}"
-    secret = os.environ.get("BFF_EMULATOR_CLIENT_SECRET", "")
-    if not secret:
-        print(
-            "Set BFF_EMULATOR_CLIENT_SECRET: the secret of the emulator's one registered client.",
-            file=sys.stderr,
-        )
-        return 1
-    client = EmulatorClient(
-        client_id=args.client_id,
-        client_secret=secret,
-        redirect_uris=args.redirect_uri,
-        post_logout_redirect_uris=args.post_logout_redirect_uri,
-        backchannel_logout_uri=args.backchannel_logout_uri,
-    )
-    config = EmulatorConfig(base_url=base, clients=[client], access_token_ttl=args.access_token_ttl)
-    logging.basicConfig(level="INFO")
-    print(
-        f"Kryptos emulator: issuer {config.issuer}, data API {config.data_api_url}, "
-        f"connect API {config.connect_api_url}",
-        flush=True,
-    )
-    uvicorn.run(create_emulator_app(config), host=args.host, port=args.port, log_level="info")
-    return 0
+    tools = _dev_tools("emulator")
+    return 2 if tools is None else int(tools.run_emulator(args))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

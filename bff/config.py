@@ -1,4 +1,4 @@
-"""Settings: one typed, frozen object built once from the environment (contract §3).
+"""Settings: one typed, frozen object built once from the environment (the README's "Settings").
 
 Only :func:`load_settings` reads the environment. Every secret may also be given as ``<NAME>_FILE`` (a
 Kubernetes secret mount); secrets are ``SecretStr`` so they never show in ``repr``, logs or
@@ -153,7 +153,7 @@ class Settings(BaseModel):
     # Native apps' claimed redirect URIs, matched exactly (RFC 8252 §8.10); empty turns mobile sign-in off.
     mobile_redirect_uris: tuple[str, ...] = ()
     metrics_port: int = Field(9464, ge=0, le=65535)
-    # Bounds on a request's head, before any work (bff.edge; for `bff serve` also bff.http_protocol, before
+    # Bounds on a request's head, before any work (bff.web.edge; for `bff serve` also bff.web.protocol, before
     # the bytes are even buffered): more headers, more bytes or a bigger Cookie header answer 431; a connection
     # that has not sent a whole request head within header_timeout seconds is closed (slowloris).
     max_request_headers: int = Field(100, ge=16, le=1000)
@@ -178,7 +178,7 @@ class Settings(BaseModel):
     refresh_wait: float = Field(12.0, gt=0)
     idp_timeout: float = Field(10.0, gt=0)
     upstream_timeout: float = Field(30.0, gt=0)
-    # Abuse limits (bff.ratelimit). Requests per client address per minute, bursts of up to the same number,
+    # Abuse limits (bff.services.ratelimit). Requests per client address per minute, bursts of up to the same number,
     # on the anonymous endpoints that write to Redis or call the provider; 0 turns one off.
     rate_limit_login: int = Field(30, ge=0)
     rate_limit_callback: int = Field(30, ge=0)

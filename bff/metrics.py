@@ -10,12 +10,16 @@ prometheus_client after it is set) and the supervising process serves the aggreg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from bff import __version__
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -44,12 +48,12 @@ lock_wait_seconds = Histogram(
 )
 errors = Counter("bff_errors_total", "Error responses by problem code", ["code"])
 redis_errors = Counter("bff_redis_errors_total", "Session-store operations that failed")
-# Connections bff.http_protocol answered and closed before the app saw a request: `reason` is header_timeout
+# Connections bff.web.protocol answered and closed before the app saw a request: `reason` is header_timeout
 # (slowloris) or headers_too_large.
 connections_refused = Counter(
     "bff_connections_refused_total", "Connections closed before a whole request head arrived", ["reason"]
 )
-# Abuse limits (bff.ratelimit). `endpoint` is a route name, `limit` "address" or "browser": never the address.
+# Abuse limits (bff.services.ratelimit). `endpoint` is a route name, `limit` "address" or "browser": never the address.
 rate_limited = Counter(
     "bff_rate_limited_total", "Requests refused by a per-client-address or per-browser limit", ["endpoint", "limit"]
 )
@@ -61,14 +65,20 @@ idp_busy = Counter(
 )
 idp_rate_limited = Counter("bff_idp_rate_limited_total", "429 answers from the identity provider", ["call"])
 build_info = Gauge("bff_build_info", "Build information", ["version"], multiprocess_mode="max")
-build_info.labels(version="0.1.0").set(1)
+build_info.labels(version=__version__).set(1)
 
 
-def prepare_multiprocess_dir() -> str:
-    """A fresh directory for worker metrics; must be set before any worker imports this module."""
+@contextlib.contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """A fresh directory for the workers' metrics, removed when the server stops (one per run, never left
+    behind in /tmp); set before any worker imports this module."""
     path = tempfile.mkdtemp(prefix="bff-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
+    try:
+        yield path
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def serve_metrics(port: int, *, multiprocess: bool, host: str = "0.0.0.0") -> None:  # noqa: S104 - in-cluster scrape
@@ -79,7 +89,3 @@ def serve_metrics(port: int, *, multiprocess: bool, host: str = "0.0.0.0") -> No
         start_http_server(port, addr=host, registry=registry)
     else:
         start_http_server(port, addr=host)
-
-
-def remove_multiprocess_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,7 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
-from bff.observability import JsonFormatter, quiet_library_loggers
+from bff.logs import JsonFormatter, quiet_library_loggers
 from bff.sessions.manager import TOMBSTONE, TOMBSTONE_TTL
 from bff.sessions.store import session_key
 from tests.support.stack import Stack

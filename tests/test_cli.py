@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port
 from tests.support.servers import ServerThread
 
@@ -190,7 +190,7 @@ _FAILING_START_UP = """
 import contextlib, sys, uvicorn
 from starlette.applications import Starlette
 from bff import cli
-from bff.observability import configure_logging
+from bff.logs import configure_logging
 
 @contextlib.asynccontextmanager
 async def lifespan(app):

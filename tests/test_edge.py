@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from bff.app import create_app
-from bff.observability import JsonFormatter
+from bff.logs import JsonFormatter
 from tests.support.settings import minimal_settings
 
 FORM = "application/x-www-form-urlencoded"

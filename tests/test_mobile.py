@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bff.config import ConfigError, load_settings
-from bff.observability import JsonFormatter, quiet_library_loggers
+from bff.logs import JsonFormatter, quiet_library_loggers
 from bff.sessions.manager import TOMBSTONE
 from tests.support.stack import Stack
 

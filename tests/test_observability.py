@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from bff.app import create_app
 from bff.config import Settings
-from bff.observability import JsonFormatter
+from bff.logs import JsonFormatter
 from tests.support.settings import minimal_settings
 from tests.support.stack import Stack
 
@@ -122,7 +122,7 @@ async def test_without_trusted_proxies_no_forwarded_header_is_believed(caplog: p
 async def test_access_lines_are_batched_other_records_and_shutdown_flush() -> None:
     import io
 
-    from bff.observability import BatchingStreamHandler, TextFormatter
+    from bff.logs import BatchingStreamHandler, TextFormatter
 
     stream = io.StringIO()
     handler = BatchingStreamHandler(stream, interval=60)

@@ -37,15 +37,15 @@ from schemathesis.errors import FailureGroup
 
 from bff.app import create_app
 from bff.config import load_settings
-from bff.dev import create_dev_app
-from bff.openapi import build_document, render
 from bff.proxy.routes import ROUTES
+from bff_dev.demo import create_dev_app
+from bff_dev.openapi import build_document, render
 from tests.support.processes import wait_ready
 from tests.support.redis_server import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "openapi.json"
-REGENERATE = ".venv/bin/python -m bff.openapi > openapi.json"
+REGENERATE = ".venv/bin/python -m bff_dev.openapi > openapi.json"
 PROBLEM_JSON = "application/problem+json"
 MAX_EXAMPLES = 50  # per operation and generation mode (valid, then invalid cases)
 SEED = 20240917

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bff.observability import JsonFormatter
+from bff.logs import JsonFormatter
 from tests.support.clock import Clock
 from tests.support.raw_http import connect, head
 from tests.support.redis_server import RedisServer, free_port

@@ -1,4 +1,4 @@
-"""The abuse-limit primitives (GCRA bucket, sliding window) on both stores, and what bff.ratelimit builds on them.
+"""The abuse-limit primitives (GCRA bucket, sliding window) on both stores, and what bff.services.ratelimit builds on them.
 
 The Redis scripts time themselves with the server's ``TIME``, so these tests use real time with short
 intervals (a few hundred milliseconds) rather than an injected clock.
@@ -19,12 +19,15 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from bff.config import Settings
-from bff.errors import IdpBusy, RateLimited
-from bff.oidc import OidcClient, TokenRejected, _signing_algs
-from bff.ratelimit import ProviderBudget, RateLimits, client_address, parse_retry_after
+from bff.errors import IdpBusy, RateLimited, TokenRejected
+from bff.oidc.budget import ProviderBudget, parse_retry_after
+from bff.oidc.client import OidcClient
+from bff.oidc.jose import signing_algs
+from bff.services.ratelimit import RateLimits
 from bff.sessions.memory_store import MemoryStore
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore, pending_logins_key, provider_budget_key, rate_limit_key
+from bff.web.request import client_address
 from tests.support.settings import minimal_settings
 
 
@@ -169,19 +172,19 @@ def test_retry_after_parsing_is_bounded() -> None:
 async def test_rate_limits_per_address_with_retry_after(store: KeyValueStore) -> None:
     limits = RateLimits(store, _settings(public_url=f"http://127.0.0.1:{secrets.randbelow(60000) + 1}"))
     for _ in range(30):
-        await limits.check(_request("198.51.100.1"), "login")
+        await limits.check("198.51.100.1", "login")
     with pytest.raises(RateLimited) as refused:
-        await limits.check(_request("198.51.100.1"), "login")
+        await limits.check("198.51.100.1", "login")
     assert refused.value.status == 429 and refused.value.code == "rate_limited"
     assert refused.value.headers["Retry-After"] == "2"  # one start drips in every 2 s (30 a minute)
-    await limits.check(_request("198.51.100.2"), "login")  # another address has its own bucket
-    await limits.check(_request("198.51.100.1"), "callback")  # and another endpoint
+    await limits.check("198.51.100.2", "login")  # another address has its own bucket
+    await limits.check("198.51.100.1", "callback")  # and another endpoint
 
 
 async def test_a_zero_limit_is_off(store: KeyValueStore) -> None:
     limits = RateLimits(store, _settings(rate_limit_login=0))
     for _ in range(100):
-        await limits.check(_request("198.51.100.1"), "login")
+        await limits.check("198.51.100.1", "login")
 
 
 async def test_pending_sign_ins_per_browser(store: KeyValueStore) -> None:
@@ -200,7 +203,12 @@ async def test_pending_sign_ins_per_browser(store: KeyValueStore) -> None:
 
 async def test_provider_budget_keeps_room_for_refreshes(store: KeyValueStore) -> None:
     budget = ProviderBudget(
-        store, provider=secrets.token_hex(8), token_per_minute=10, userinfo_per_hour=2, exchange_share=0.7
+        store,
+        provider=secrets.token_hex(8),
+        token_per_minute=10,
+        userinfo_per_hour=2,
+        exchange_share=0.7,
+        clock=time.time,
     )
     for _ in range(7):
         await budget.spend("authorization_code")
@@ -220,8 +228,12 @@ async def test_provider_budget_keeps_room_for_refreshes(store: KeyValueStore) ->
 
 async def test_provider_429_makes_everyone_wait(store: KeyValueStore) -> None:
     provider = secrets.token_hex(8)
-    one = ProviderBudget(store, provider=provider, token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7)
-    other = ProviderBudget(store, provider=provider, token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7)
+    one = ProviderBudget(
+        store, provider=provider, token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7, clock=time.time
+    )
+    other = ProviderBudget(
+        store, provider=provider, token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7, clock=time.time
+    )
     busy = await one.provider_said_wait("refresh_token", "1")
     assert busy.headers["Retry-After"] == "1"
     for call in ("authorization_code", "refresh_token"):
@@ -235,7 +247,12 @@ async def test_provider_429_makes_everyone_wait(store: KeyValueStore) -> None:
 
 async def test_a_zero_budget_is_off(store: KeyValueStore) -> None:
     budget = ProviderBudget(
-        store, provider=secrets.token_hex(8), token_per_minute=0, userinfo_per_hour=0, exchange_share=0.7
+        store,
+        provider=secrets.token_hex(8),
+        token_per_minute=0,
+        userinfo_per_hour=0,
+        exchange_share=0.7,
+        clock=time.time,
     )
     for _ in range(200):
         await budget.spend("authorization_code")
@@ -246,12 +263,12 @@ async def test_a_zero_budget_is_off(store: KeyValueStore) -> None:
 
 
 def test_only_asymmetric_signing_algorithms_are_accepted() -> None:
-    assert _signing_algs(["none", "RS256", "HS256", "ES256"]) == ("RS256", "ES256")
-    assert _signing_algs(["HS256", "HS512"]) == ("RS256",)  # nothing left: RS256, which every provider supports
-    assert _signing_algs(["none"]) == ("RS256",)
-    assert _signing_algs(None) == ("RS256",)
-    assert _signing_algs("RS256 none") == ("RS256",)
-    assert _signing_algs(["PS256", "EdDSA", "RS512"]) == ("PS256", "EdDSA", "RS512")
+    assert signing_algs(["none", "RS256", "HS256", "ES256"]) == ("RS256", "ES256")
+    assert signing_algs(["HS256", "HS512"]) == ("RS256",)  # nothing left: RS256, which every provider supports
+    assert signing_algs(["none"]) == ("RS256",)
+    assert signing_algs(None) == ("RS256",)
+    assert signing_algs("RS256 none") == ("RS256",)
+    assert signing_algs(["PS256", "EdDSA", "RS512"]) == ("PS256", "EdDSA", "RS512")
 
 
 # --- the budget inside OidcClient: every caller is covered -------------------------------------------------
@@ -293,13 +310,15 @@ class _Provider:
 
 def _oidc(provider: _Provider, budget: ProviderBudget | None) -> OidcClient:
     http = httpx2.AsyncClient(transport=httpx2.MockTransport(provider))
-    return OidcClient(_settings(issuer=provider.issuer), http, budget=budget)
+    return OidcClient(_settings(issuer=provider.issuer), http, clock=time.time, budget=budget)
 
 
 async def test_oidc_client_spends_the_budget_before_every_call() -> None:
     provider = _Provider()
     store = MemoryStore()
-    budget = ProviderBudget(store, provider="p", token_per_minute=4, userinfo_per_hour=1, exchange_share=0.5)
+    budget = ProviderBudget(
+        store, provider="p", token_per_minute=4, userinfo_per_hour=1, exchange_share=0.5, clock=time.time
+    )
     oidc = _oidc(provider, budget)
     assert (await oidc.metadata()).id_token_algs == ("RS256",)
     for _ in range(2):
@@ -325,7 +344,9 @@ async def test_oidc_client_spends_the_budget_before_every_call() -> None:
 async def test_provider_429_is_idp_busy_with_its_retry_after(with_budget: bool) -> None:
     provider = _Provider(429, {"Retry-After": "7"})
     store = MemoryStore()
-    budget = ProviderBudget(store, provider="p", token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7)
+    budget = ProviderBudget(
+        store, provider="p", token_per_minute=100, userinfo_per_hour=10, exchange_share=0.7, clock=time.time
+    )
     oidc = _oidc(provider, budget if with_budget else None)
     with pytest.raises(IdpBusy) as busy:
         await oidc.refresh("rt")

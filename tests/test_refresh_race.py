@@ -18,9 +18,12 @@ import pytest
 from bff.sessions import SessionManager
 from bff.sessions.cookie import SignedValueCodec
 from bff.sessions.crypto import Keyring
+from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import refresh_lock_key
 from tests.support.processes import Cluster, sign_in, start_cluster
+
+LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)
 
 CSRF = {"X-CSRF": "1"}
 
@@ -42,7 +45,7 @@ def cluster_factory(redis_url: str) -> Iterator[Any]:
 def _manager(cluster: Cluster) -> tuple[SessionManager, SignedValueCodec, RedisStore]:
     store = RedisStore.from_url(cluster.redis_url)
     keyring = Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]])
-    manager = SessionManager(store, keyring, idle_timeout=1800, max_lifetime=86400)
+    manager = SessionManager(store, keyring, lifetimes=LIFETIMES, clock=time.time)
     return manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store
 
 

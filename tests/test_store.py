@@ -12,8 +12,11 @@ from bff.errors import SessionStoreUnavailable
 from bff.sessions import LoginState, Session, SessionManager
 from bff.sessions.crypto import Keyring
 from bff.sessions.memory_store import MemoryStore
+from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore, session_key
+
+LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)
 
 
 class Clock:
@@ -43,13 +46,13 @@ def _session(now: float, **changes: object) -> Session:
         created_at=now,
         last_seen_at=now,
         expires_at=now + 86400,
-        logout_sid="lo",
+        logout_csrf="lo",
     )
     return base.with_changes(**changes)
 
 
 def _manager(store: KeyValueStore, clock: Clock, keys: list[str] | None = None) -> SessionManager:
-    return SessionManager(store, Keyring(keys or ["k" * 32]), idle_timeout=1800, max_lifetime=86400, clock=clock)
+    return SessionManager(store, Keyring(keys or ["k" * 32]), lifetimes=LIFETIMES, clock=clock)
 
 
 async def test_set_get_delete(store: KeyValueStore) -> None:
@@ -227,7 +230,7 @@ async def test_delete_for_subject_and_provider_session(store: KeyValueStore) -> 
 async def test_records_are_compressed_and_old_uncompressed_ones_still_read(store: KeyValueStore) -> None:
     clock = Clock()
     keyring = Keyring(["k" * 32])
-    manager = SessionManager(store, keyring, idle_timeout=1800, max_lifetime=86400, clock=clock)
+    manager = SessionManager(store, keyring, lifetimes=LIFETIMES, clock=clock)
     session = _session(clock.now, access_token="eyJ" + "x" * 900)
     sid = "s-" + secrets.token_hex(8)
     await manager.save(sid, session)

@@ -1,4 +1,4 @@
-"""The route table: every Kryptos call the SPA may make through ``bff``, as data (contract §4.2).
+"""The route table: every Kryptos call the SPA may make through ``bff``, as data (README: "HTTP endpoints").
 
 Adding an upstream endpoint is one :class:`ForwardRoute` entry here and a test. Nothing else is forwarded:
 any other ``/api/...`` path is 404 and any other method 405 (RFC 10017 §6.1.3.6: an explicit allowlist,
@@ -31,8 +31,9 @@ class ForwardRoute:
     path: str  # local path; `{name}` segments must match `path_params[name]`
     upstream: Upstream
     upstream_path: str  # path under the upstream base, with the same `{name}` segments
-    credentials: Literal["user", "client"]  # user: bearer + client headers; client: client headers only
-    access: Literal["user", "admin"] = "user"
+    # user_token: the session's access token as a bearer, plus the client headers; client: the client headers only
+    credentials: Literal["user_token", "client"]
+    access: Literal["signed_in", "admin"] = "signed_in"  # who may call: any signed-in user, or admins only
     query: tuple[Field, ...] = ()
     body: tuple[Field, ...] | None = None  # None: the route takes no body
     body_requires_one: bool = False  # at least one body field must be present
@@ -47,7 +48,7 @@ ROUTES: tuple[ForwardRoute, ...] = (
         path="/api/v1/integrations",
         upstream="data",
         upstream_path="/v1/integrations",
-        credentials="user",
+        credentials="user_token",
         query=(
             Field("page", "int", minimum=1, maximum=1_000_000),
             Field("pageSize", "int", minimum=1, maximum=200),
@@ -59,7 +60,7 @@ ROUTES: tuple[ForwardRoute, ...] = (
         path="/api/v1/userinfo",
         upstream="data",
         upstream_path="/v1/userinfo",
-        credentials="user",
+        credentials="user_token",
     ),
     ForwardRoute(
         method="GET",

@@ -1,4 +1,6 @@
-"""The session cookie's value: an itsdangerous-signed random id, and nothing else (contract §5).
+"""The session cookie's value: an itsdangerous-signed random id, and nothing else.
+
+The browser holds an opaque reference, never a token (RFC 10017, the BFF pattern).
 
 ``BFF_SESSION_SECRETS`` lists keys newest first: the newest signs, every listed key verifies, so a key can
 be rotated in without logging anyone out and rotated out to end the sessions it signed.
@@ -17,7 +19,7 @@ _MAX_SIGNED_LENGTH = 256
 
 
 def new_session_id() -> str:
-    """256 random bits, URL-safe (contract §5 asks for at least 128)."""
+    """256 random bits, URL-safe: a session id nobody can guess (128 bits is the usual floor)."""
     return secrets.token_urlsafe(32)
 
 

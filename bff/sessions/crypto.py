@@ -1,9 +1,10 @@
 """Encryption of session data at rest: AES-256-GCM under a ring of keys (newest encrypts, all decrypt).
 
 Blob layout: ``version(1) | key id(4) | nonce(12) | ciphertext+tag``. The key id lets decryption pick the
-right key at once instead of trying each, and lets the store tell whether a blob needs re-encrypting under
-the newest key. The Redis key name is bound in as associated data, so a blob copied to another session's
-key does not decrypt (contract §1: "everything else lives in Redis, encrypted").
+right key at once instead of trying each. Every write encrypts under the newest key, so a session read
+under an older key moves to the newest one the next time it is written (a sliding write at the latest);
+nothing re-encrypts records on its own. The Redis key name is bound in as associated data, so a blob
+copied to another session's key does not decrypt.
 """
 
 from __future__ import annotations
@@ -55,6 +56,3 @@ class Keyring:
             return cipher.decrypt(blob[5:17], blob[17:], aad)
         except InvalidTag:
             return None
-
-    def is_current(self, blob: bytes) -> bool:
-        return blob[1:5] == self._current_id

@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import logging
 import secrets
-import time
 import zlib
 from collections.abc import Callable
 
@@ -35,14 +34,14 @@ from bff import metrics
 from bff.errors import SessionStoreUnavailable
 from bff.sessions.cache import SessionCache
 from bff.sessions.crypto import Keyring
-from bff.sessions.model import LoginState, Session
+from bff.sessions.lock import RefreshLock
+from bff.sessions.model import Lifetimes, LoginState, Session
 from bff.sessions.store import (
     SESSION_EVENTS_CHANNEL,
     KeyValueStore,
     login_key,
     logout_token_key,
     provider_session_index_key,
-    refresh_lock_key,
     session_handle,
     session_key,
     session_key_for_handle,
@@ -63,47 +62,21 @@ def _version(blob: bytes) -> str:
     return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
 
 
-class RefreshLock:
-    """The per-session lock a refresh runs under, held across processes and replicas (the model is
-    oauth2-proxy's ``Lock``): :meth:`obtain` sets it if absent with a random owner token and a lease,
-    :meth:`renew` extends the lease and :meth:`release` removes it, both only while this owner holds it."""
-
-    def __init__(self, store: KeyValueStore, session_id: str, lease: float) -> None:
-        self._store = store
-        self._key = refresh_lock_key(session_id)
-        self._owner = secrets.token_bytes(16)
-        self.lease = lease
-
-    def __repr__(self) -> str:
-        return "RefreshLock(...)"
-
-    async def obtain(self) -> bool:
-        return await self._store.set_if_absent(self._key, self._owner, ttl=self.lease)
-
-    async def renew(self) -> bool:
-        return await self._store.expire_if_equal(self._key, self._owner, ttl=self.lease)
-
-    async def release(self) -> None:
-        await self._store.delete_if_equal(self._key, self._owner)
-
-
 class SessionManager:
     def __init__(
         self,
         store: KeyValueStore,
         keyring: Keyring,
         *,
-        idle_timeout: int,
-        max_lifetime: int,
-        clock: Callable[[], float] = time.time,
+        lifetimes: Lifetimes,
+        clock: Callable[[], float],
         cache: SessionCache | None = None,
     ) -> None:
         self._store = store
         self._keyring = keyring
-        self.idle_timeout = idle_timeout
-        self.max_lifetime = max_lifetime
-        self.clock = clock
-        self._slide_after = max(1.0, idle_timeout / 10)
+        self.lifetimes = lifetimes
+        self.clock = clock  # the service's one clock (create_app(clock=...)): every time reading goes through it
+        self._slide_after = max(1.0, lifetimes.idle_timeout / 10)
         self.cache = cache
         self._origin = secrets.token_hex(8).encode()  # our own announcements come back to us: skip them
 
@@ -112,13 +85,7 @@ class SessionManager:
 
     def remaining(self, session: Session, now: float | None = None) -> float:
         """Seconds until the session ends by idleness or by its absolute end, whichever is first."""
-        now = self.clock() if now is None else now
-        return min(session.last_seen_at + self.idle_timeout, session.expires_at) - now
-
-    def absolute_end(self, created_at: float, refresh_expires_at: float | None) -> float:
-        end = created_at + self.max_lifetime
-        # Never outlive the refresh token (RFC 10017 §6.1.2.2; Duende support 1342).
-        return end if refresh_expires_at is None else min(end, refresh_expires_at)
+        return session.remaining(self.clock() if now is None else now, self.lifetimes)
 
     def refresh_lock(self, session_id: str, lease: float) -> RefreshLock:
         return RefreshLock(self._store, session_id, lease)
@@ -190,9 +157,11 @@ class SessionManager:
         # Indexes for back-channel logout (by `sub`, by the provider's `sid`), holding handles (digests). The
         # index lives as long as the longest session in it; members of ended sessions point at nothing.
         handle = session_handle(session_id)
-        await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.max_lifetime)
+        await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.lifetimes.max_lifetime)
         if session.oidc_sid:
-            await self._store.index_add(provider_session_index_key(session.oidc_sid), handle, ttl=self.max_lifetime)
+            await self._store.index_add(
+                provider_session_index_key(session.oidc_sid), handle, ttl=self.lifetimes.max_lifetime
+            )
         return saved
 
     async def delete(self, session_id: str) -> None:

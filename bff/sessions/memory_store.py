@@ -106,7 +106,7 @@ class MemoryStore:
         self._data.clear()
         self._sets.clear()
 
-    # -- abuse limits (bff.ratelimit): RedisStore's scripts, on this store's clock. No awaits, so each is
+    # -- abuse limits (bff.services.ratelimit): RedisStore's scripts, on this store's clock. No awaits, so each is
     # atomic on the one event loop; entries that no longer matter are swept as the maps grow.
 
     async def rate_limit(self, key: str, *, interval: float, burst: int) -> float:

@@ -2,13 +2,64 @@
 
 Both serialise to compact JSON with short keys (they are encrypted and stored per user, so bytes count);
 ``from_bytes`` rejects anything malformed by returning None rather than raising.
+
+The time arithmetic of a token response lives here, once: when the access token is due for refresh, when
+the refresh token expires (the provider's ``refresh_expires_in``, else the assumed lifetime), and the
+session's absolute end, which never outlives its refresh token (RFC 10017 §6.1.2.2). Times are seconds
+on the service's one clock (``create_app(clock=...)``), read by the caller and passed in.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bff.config import Settings
+
+REFRESH_MARGIN = 60.0  # refresh when the access token expires within this many seconds
+
+
+def refresh_due_at(issued_at: float, expires_at: float) -> float:
+    """60 s before expiry, or half-way through a token that lives less than two minutes."""
+    lifetime = expires_at - issued_at
+    return issued_at + max(lifetime - REFRESH_MARGIN, lifetime / 2)
+
+
+class GrantedTokens(Protocol):
+    """What a token response grants (:class:`bff.oidc.models.TokenSet`), lifetimes relative to its request."""
+
+    @property
+    def access_token(self) -> str: ...
+    @property
+    def expires_in(self) -> float: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def refresh_expires_in(self) -> float | None: ...
+    @property
+    def scope(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """How long sessions may live (``BFF_SESSION_IDLE_TIMEOUT``, ``BFF_SESSION_MAX_LIFETIME``,
+    ``BFF_REFRESH_TOKEN_LIFETIME``)."""
+
+    idle_timeout: int
+    max_lifetime: int
+    refresh_token_lifetime: int  # assumed when the provider does not say (`refresh_expires_in`)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lifetimes:
+        return cls(settings.session_idle_timeout, settings.session_max_lifetime, settings.refresh_token_lifetime)
+
+    def absolute_end(self, created_at: float, refresh_expires_at: float | None) -> float:
+        end = created_at + self.max_lifetime
+        # Never outlive the refresh token (RFC 10017 §6.1.2.2; Duende support 1342).
+        return end if refresh_expires_at is None else min(end, refresh_expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +74,72 @@ class Session:
     created_at: float
     last_seen_at: float
     expires_at: float  # absolute end: min(created + max lifetime, refresh token expiry)
-    logout_sid: str  # CSRF value for the navigation form of logout (GET /auth/logout?sid=)
+    logout_csrf: str  # the CSRF value of the navigation form of logout (GET /auth/logout?sid=...)
     oidc_sid: str | None = None  # the provider's session id (`sid` claim), for back-channel logout
     # When to refresh: 60 s before expiry, or half-way through a token that lives less than two minutes.
     access_refresh_at: float | None = None
     # The stored record this copy was read from (SHA-1 of its bytes; not serialised). An update is written
     # only while the store still holds exactly that record; "" for a session not stored yet.
     version: str = field(default="", compare=False, repr=False)
+
+    @classmethod
+    def signed_in(
+        cls,
+        *,
+        sub: str,
+        claims: dict[str, Any],
+        oidc_sid: str | None,
+        tokens: GrantedTokens,
+        scope: str,
+        issued_at: float,
+        lifetimes: Lifetimes,
+    ) -> Session:
+        """A new session for tokens requested at ``issued_at``."""
+        expires_at = issued_at + tokens.expires_in
+        refresh_expires: float | None = None
+        if tokens.refresh_token:
+            lifetime = tokens.refresh_expires_in or lifetimes.refresh_token_lifetime
+            refresh_expires = issued_at + lifetime
+        return cls(
+            sub=sub,
+            claims=claims,
+            access_token=tokens.access_token,
+            access_expires_at=expires_at,
+            access_refresh_at=refresh_due_at(issued_at, expires_at),
+            refresh_token=tokens.refresh_token,
+            refresh_expires_at=refresh_expires,
+            scope=tokens.scope or scope,
+            created_at=issued_at,
+            last_seen_at=issued_at,
+            # Without a refresh token the session cannot outlive its access token.
+            expires_at=lifetimes.absolute_end(issued_at, refresh_expires if tokens.refresh_token else expires_at),
+            logout_csrf=secrets.token_urlsafe(16),
+            oidc_sid=oidc_sid,
+        )
+
+    def refreshed(self, tokens: GrantedTokens, *, issued_at: float, now: float, lifetimes: Lifetimes) -> Session:
+        """This session with the tokens of a refresh requested at ``issued_at``."""
+        expires_at = issued_at + tokens.expires_in
+        # Unless the provider says otherwise, a rotated refresh token lives no longer than the first one
+        # (whose expiry was fixed at sign-in from `refresh_expires_in` or the assumed lifetime).
+        refresh_expires = (
+            issued_at + tokens.refresh_expires_in if tokens.refresh_expires_in else self.refresh_expires_at
+        )
+        return replace(
+            self,
+            access_token=tokens.access_token,
+            access_expires_at=expires_at,
+            access_refresh_at=refresh_due_at(issued_at, expires_at),
+            refresh_token=tokens.refresh_token or self.refresh_token,
+            refresh_expires_at=refresh_expires,
+            scope=tokens.scope or self.scope,
+            expires_at=min(self.expires_at, lifetimes.absolute_end(self.created_at, refresh_expires)),
+            last_seen_at=now,
+        )
+
+    def remaining(self, now: float, lifetimes: Lifetimes) -> float:
+        """Seconds until the session ends by idleness or by its absolute end, whichever is first."""
+        return min(self.last_seen_at + lifetimes.idle_timeout, self.expires_at) - now
 
     def with_changes(self, **changes: Any) -> Session:
         return replace(self, **changes)
@@ -47,7 +157,7 @@ class Session:
                 "ca": self.created_at,
                 "ls": self.last_seen_at,
                 "ex": self.expires_at,
-                "lo": self.logout_sid,
+                "lo": self.logout_csrf,
                 "sid": self.oidc_sid,
                 "ar": self.access_refresh_at,
             },
@@ -69,7 +179,7 @@ class Session:
                 created_at=float(d["ca"]),
                 last_seen_at=float(d["ls"]),
                 expires_at=float(d["ex"]),
-                logout_sid=d["lo"],
+                logout_csrf=d["lo"],
                 oidc_sid=d.get("sid"),
                 access_refresh_at=None if d.get("ar") is None else float(d["ar"]),
             )

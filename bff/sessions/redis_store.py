@@ -317,7 +317,7 @@ class RedisStore:
         for close in self._on_close:
             await close()
 
-    # -- abuse limits (bff.ratelimit): one script on one key each, timed by the server's TIME so that every
+    # -- abuse limits (bff.services.ratelimit): one script on one key each, timed by the server's TIME so that every
     # replica agrees on "now" -------------------------------------------------------------------------------
 
     # GCRA: the key holds the bucket's theoretical arrival time (µs) and expires once the bucket is full again;

@@ -134,7 +134,7 @@ class RedisBudget:
 redis_budget: ContextVar[RedisBudget | None] = ContextVar("bff_redis_budget", default=None)
 
 
-# Abuse limits (bff.ratelimit). Each is one small key, hash-tagged like the rest; whatever identifies a
+# Abuse limits (bff.services.ratelimit). Each is one small key, hash-tagged like the rest; whatever identifies a
 # client (its address, its login binding, the deployment) is hashed into the key name, never written out.
 
 

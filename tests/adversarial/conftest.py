@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,12 @@ import redis
 from bff.sessions import SessionManager
 from bff.sessions.cookie import SignedValueCodec
 from bff.sessions.crypto import Keyring
+from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from tests.support.processes import Cluster, start_cluster
 from tests.support.redis_server import RedisServer
+
+LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)
 
 CSRF = {"X-CSRF": "1"}
 
@@ -106,7 +110,7 @@ async def peek(private_redis: PrivateRedis) -> Any:
         store = RedisStore.from_url(cluster.redis_url)
         stores.append(store)
         manager = SessionManager(
-            store, Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]]), idle_timeout=1800, max_lifetime=86400
+            store, Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]]), lifetimes=LIFETIMES, clock=time.time
         )
         return Peek(manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store)
 

@@ -1,7 +1,7 @@
 """Request-head bounds and the slowloris deadline of a real ``bff serve`` (hardening D12).
 
 Before: a 1 MB cookie was read and answered, 10,000 headers were accepted, and sockets sending one header
-byte now and then stayed open indefinitely. Now the server (bff.http_protocol) stops reading a head at
+byte now and then stayed open indefinitely. Now the server (bff.web.protocol) stops reading a head at
 ``BFF_MAX_HEADER_BYTES`` / ``BFF_MAX_REQUEST_HEADERS`` with 431, and closes a connection whose head is not
 complete within ``BFF_HEADER_TIMEOUT`` (408 when a request had begun). The numbers measured are printed.
 """

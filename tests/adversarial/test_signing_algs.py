@@ -19,7 +19,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from bff.emulator.issuance import mint_logout_token
+from bff_dev.emulator.issuance import mint_logout_token
 from tests.adversarial.conftest import PrivateRedis, cookie_headers
 from tests.support.idp_tamper import _claims, _replace_json
 from tests.support.processes import CLIENT_ID, Cluster, sign_in

@@ -1,1 +1,1 @@
-"""Tests of the Kryptos emulator (bff.emulator)."""
+"""Tests of the Kryptos emulator (bff_dev.emulator)."""

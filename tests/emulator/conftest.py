@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 
 BASE_URL = "http://emulator.test"
 CLIENT_ID = "bff-test"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from bff.emulator import EmulatorConfig, EmulatorUser, create_emulator_app
+from bff_dev.emulator import EmulatorConfig, EmulatorUser, create_emulator_app
 
 from .conftest import BASE_URL, REDIRECT_URI, Driver, make_config
 

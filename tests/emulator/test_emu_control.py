@@ -6,7 +6,7 @@ import httpx2
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bff.emulator import create_emulator_app
+from bff_dev.emulator import create_emulator_app
 
 from .conftest import CLIENT_ID, Driver, jwt_claims, make_config
 

@@ -11,7 +11,7 @@ import httpx2
 import uvicorn
 from starlette.types import ASGIApp
 
-from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 
 from .conftest import Receiver, jwt_claims
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port, stop_process
 from tests.support.servers import ServerThread
 

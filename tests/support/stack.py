@@ -18,8 +18,8 @@ import httpx2
 
 from bff.app import create_app
 from bff.config import Settings
-from bff.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from bff.sessions.store import KeyValueStore
+from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port
 from tests.support.servers import ServerThread
 

@@ -1,0 +1,54 @@
+"""CSRF defences, applied to every request by :mod:`bff.web.edge` (RFC 10017 §6.1.3.3).
+
+* Calls from the SPA (``/api/...``, ``/auth/session``, ``POST /auth/logout``) must carry ``X-CSRF: 1``.
+  A custom header cannot be sent cross-origin without a CORS preflight, which this service never grants.
+  It is checked on every such request, whatever the method (§6.1.3.3.2).
+* State-changing methods must not come from a foreign ``Origin`` (checked against ``BFF_ALLOWED_ORIGINS``).
+
+Server-to-server endpoints (back-channel logout) are exempt: they carry no ambient browser credentials.
+So is a request carrying ``Authorization: Session <token>`` (native apps, :mod:`bff.routes.mobile`): a browser
+never attaches that header on its own, and sending it cross-origin needs a preflight we never grant, so
+it is not ambient authority. Such a request is authenticated by the header alone, never by a cookie
+(:func:`bff.web.request.current_session`), which is what makes skipping the checks safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.responses import Response
+from starlette.types import Scope
+
+from bff.errors import CsrfRequired, OriginNotAllowed, error_response
+from bff.web.request import session_authorization
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_EXEMPT_PATHS = frozenset({"/auth/backchannel-logout"})
+
+
+def _needs_csrf_header(method: str, path: str) -> bool:
+    if path.startswith("/api/") or path == "/api":
+        return True
+    return path == "/auth/session" or (path == "/auth/logout" and method != "GET")
+
+
+class CsrfPolicy:
+    def __init__(self, allowed_origins: Iterable[str]) -> None:
+        self.allowed_origins = frozenset(allowed_origins)
+
+    def refusal(self, scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
+        """The 403 to answer with, or None when the request may proceed."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if path in _EXEMPT_PATHS:
+            return None
+        if b"authorization" in headers:
+            authorizations = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+            if session_authorization(authorizations) is not None:
+                return None
+        origin = headers.get(b"origin")
+        if method not in _SAFE_METHODS and origin is not None and origin.decode("latin-1") not in self.allowed_origins:
+            return error_response(OriginNotAllowed("Requests from this origin are not accepted."))
+        if _needs_csrf_header(method, path) and headers.get(b"x-csrf") != b"1":
+            return error_response(CsrfRequired("Send the header X-CSRF: 1 with every API call."))
+        return None

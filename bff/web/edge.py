@@ -1,0 +1,140 @@
+"""The one ASGI layer every request passes before routing, in this order:
+
+1. forwarded headers, believed only from trusted proxies (:mod:`bff.web.forwarded`);
+2. the request id, the security headers on the way out, one access-log line and the HTTP metrics
+   (:mod:`bff.logs`);
+3. the path guard: non-canonical paths are refused before any routing (:func:`path_refusal`);
+4. the CSRF header and ``Origin`` checks (:mod:`bff.web.csrf`);
+5. the request's Redis budget: ``BFF_REDIS_TIMEOUT`` for all its Redis calls together
+   (:class:`bff.sessions.store.RedisBudget`).
+
+Before all of them, the request head's bounds (``BFF_MAX_REQUEST_HEADERS``, ``BFF_MAX_HEADER_BYTES``,
+``BFF_MAX_COOKIE_BYTES``): 431 ``request_header_fields_too_large`` before any work. ``bff serve`` also
+enforces them in the server itself (:mod:`bff.web.protocol`), before the bytes are buffered; this check
+holds under any ASGI server.
+
+A client that goes away before its answer (mid-body: Starlette's ``ClientDisconnect``; or while the
+upstream call is in flight, as :mod:`bff.web.protocol` reports) is not a server error: the access line and
+the metrics say 499 with ``outcome: client_closed``, and nothing is logged at error level.
+
+They are one layer rather than four middlewares because this is the hot path: the headers are read
+once, and each extra ASGI layer costs a coroutine and a copy of the header list per request.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from itertools import chain
+
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bff.config import Settings
+from bff.errors import BadRequest, HeaderFieldsTooLarge, error_response
+from bff.logs import request_id_var
+from bff.sessions.store import RedisBudget, redis_budget
+from bff.web.access_log import RequestRecorder, request_id_for, response_headers
+from bff.web.csrf import CsrfPolicy
+from bff.web.forwarded import ForwardedHeaders
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client went away before its answer
+
+
+def _client_gone(scope: Scope) -> bool:
+    """Whether the server saw the connection close before the answer was sent (bff.web.protocol says so;
+    under other servers only ClientDisconnect tells)."""
+    gone = (scope.get("extensions") or {}).get("bff.client", {}).get("gone")
+    return bool(gone is not None and gone())
+
+
+_BAD_RAW_PATH = re.compile(rb"%(2[fFeE]|5[cC]|00)")
+
+
+def path_refusal(scope: Scope) -> Response | None:
+    """400 for ambiguous paths, before routing: dot segments, encoded slashes/dots, backslashes, empty segments.
+
+    Resolving such paths is how route checks get bypassed elsewhere (GHSA-pxq7-h93f-9jrg); nothing
+    legitimate needs them, so they are refused outright rather than normalised.
+    """
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or path.encode()
+    if (
+        _BAD_RAW_PATH.search(raw)
+        or "\\" in path
+        or "#" in path
+        or "//" in path
+        or "/./" in path + "/"
+        or "/../" in path + "/"
+    ):
+        return error_response(BadRequest("The request path is not in canonical form.", code="invalid_path"))
+    return None
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.forwarded = ForwardedHeaders(settings.trusted_proxies)
+        self.csrf = CsrfPolicy(settings.effective_allowed_origins)
+        self.recorder = RequestRecorder()
+        self.redis_timeout = settings.redis_timeout
+        self.max_headers = settings.max_request_headers
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_cookie_bytes = settings.max_cookie_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_many = len(scope["headers"]) > self.max_headers
+        headers = {} if too_many else dict(scope["headers"])
+        self.forwarded.apply(scope, headers)
+        rid = request_id_for(headers)
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        budget_token = redis_budget.set(RedisBudget(self.redis_timeout))
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = response_headers(list(message.get("headers", [])), rid)
+            await send(message)
+
+        try:
+            refusal = (
+                self._head_refusal(scope, headers, too_many) or path_refusal(scope) or self.csrf.refusal(scope, headers)
+            )
+            if refusal is not None:
+                await refusal(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:  # the client hung up mid-body: nothing to answer, nothing went wrong here
+            status = CLIENT_CLOSED
+        finally:
+            if status == CLIENT_CLOSED or _client_gone(scope):
+                status = CLIENT_CLOSED
+                scope["state"]["outcome"] = "client_closed"
+            self.recorder.record(scope, status, time.perf_counter() - started)
+            request_id_var.reset(token)
+            redis_budget.reset(budget_token)
+
+    def _head_refusal(self, scope: Scope, headers: dict[bytes, bytes], too_many: bool) -> Response | None:
+        raw = scope["headers"]
+        if not too_many:
+            # The head as sent: the target, each "name: value\r\n", and the request line's fixed parts.
+            size = len(scope.get("raw_path") or b"") + len(scope["query_string"]) + 16
+            size += sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
+            # One Cookie header (RFC 6265 §5.4); should a client send several, the total bound still holds.
+            if size <= self.max_header_bytes and len(headers.get(b"cookie", b"")) <= self.max_cookie_bytes:
+                return None
+        return error_response(
+            HeaderFieldsTooLarge(
+                f"The request's headers are too large: at most {self.max_headers} headers and "
+                f"{self.max_header_bytes} bytes, of which the Cookie header at most {self.max_cookie_bytes} bytes. "
+                "Clearing this site's cookies may help."
+            )
+        )
