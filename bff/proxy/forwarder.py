@@ -28,7 +28,7 @@ from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, v
 from bff.services.container import Services
 from bff.services.upstream import Answer, Upstream
 from bff.sessions import Session
-from bff.web.request import BodyTooLarge, read_limited, require_session, services
+from bff.web.request import BodyTooLarge, media_type, read_limited, require_session, services
 
 # Request headers the SPA may pass on; everything else is dropped (allow-list, not deny-list).
 _FORWARD_UP = ("accept", "accept-language", "accept-encoding", "content-type")
@@ -48,7 +48,7 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
     path_params = validate_path(route, request.path_params)
     query = validate_query(route, request.query_params)
     raw_body = await _read_body(request) if _has_body(request) else b""
-    body = validate_body(route, request.headers.get("content-type"), raw_body)
+    body = validate_body(route, media_type(request), raw_body)
     # The query is rebuilt from validated values and encoded once here; yarl is told not to re-encode.
     upstream = svc.upstream
     url = upstream.bases[route.upstream] + route.upstream_path.format(**path_params)

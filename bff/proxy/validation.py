@@ -78,12 +78,14 @@ def validate_path(route: ForwardRoute, params: dict[str, Any]) -> dict[str, str]
     return out
 
 
-def validate_body(route: ForwardRoute, content_type: str | None, raw: bytes) -> bytes | None:
+def validate_body(route: ForwardRoute, media_type: str, raw: bytes) -> bytes | None:
+    """The JSON body to forward, rebuilt from validated fields; ``media_type`` is the request's, without
+    parameters (:func:`bff.web.request.media_type`)."""
     if route.body is None:
         if raw:
             raise BadRequest("This endpoint takes no request body.", code="invalid_body")
         return None
-    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+    if media_type != "application/json":
         raise BadRequest("Send the body as application/json.", code="invalid_body")
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest("The request body is too large.", code="invalid_body")

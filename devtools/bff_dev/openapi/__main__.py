@@ -1,0 +1,3 @@
+from bff_dev.openapi.document import main
+
+main()
