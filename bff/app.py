@@ -74,8 +74,14 @@ def create_app(
     idp_transport: httpx2.AsyncBaseTransport | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The service. ``clock`` is its one clock (sessions, tokens, hand-offs, the provider budget, logout
-    tokens); ``store`` and ``idp_transport`` replace the Redis store and the provider's transport (tests);
+    """The service.
+
+    ``clock`` is its one clock: every "what time is it" behind a decision (session idle and absolute ends,
+    token refresh points, login-state and hand-off ages, the provider budget's back-off, logout-token
+    ``iat``, JWKS refetch windows) reads it. Only the deadlines of real waits (lock polling, the Redis
+    budget, the change feed's liveness) use the event loop's monotonic time, because they bound real
+    sleeps; latencies for metrics use ``perf_counter``; log lines carry the wall-clock time.
+    ``store`` and ``idp_transport`` replace the Redis store and the provider's transport (tests);
     ``extra_routes`` come after the service's own (``bff dev`` mounts the emulator and the demo SPA)."""
 
     @asynccontextmanager

@@ -205,28 +205,102 @@ def _positive_port(value: str) -> int:
     return port
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except for options that have none (None, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bff", description="OAuth 2.0 / OIDC backend-for-frontend for Kryptos")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="production server")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container listens on all interfaces
-    serve.add_argument("--port", type=_positive_port, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    parser = argparse.ArgumentParser(
+        prog="bff",
+        description="OAuth 2.0 / OIDC backend-for-frontend for Kryptos. Settings come from BFF_* environment "
+        "variables (see the README's Settings); `bff <command> --help` describes each command.",
+        formatter_class=_HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="production server",
+        description="Run the production server (uvicorn, uvloop, httptools) with the settings in BFF_* "
+        "environment variables. It serves /auth/*, /api/*, /healthz and /readyz, and no SPA: serve your SPA's "
+        "files from the same origin (ingress or static server). X-Forwarded-* headers are believed only from "
+        "BFF_TRUSTED_PROXIES; Prometheus metrics are on BFF_METRICS_PORT.",
+        formatter_class=_HelpFormatter,
+    )
+    serve.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - a container listens on all interfaces
+        help="address to listen on, for HTTP and the metrics port (0.0.0.0: every interface, as in a "
+        "container; 127.0.0.1: this machine only)",
+    )
+    serve.add_argument("--port", type=_positive_port, default=8000, help="HTTP port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (more than one needs Redis, not BFF_REDIS_URL=memory://)",
+    )
     serve.set_defaults(func=cmd_serve)
-    dev = sub.add_parser("dev", help="one-command local demo (emulator + BFF + SPA)")
-    dev.add_argument("--port", type=_positive_port, default=8000)
+    dev = sub.add_parser(
+        "dev",
+        help="one-command local demo (emulator + BFF + SPA)",
+        description="The one-command local demo: the Kryptos emulator (at /_kryptos), the BFF and the demo SPA "
+        "on http://localhost:PORT, sessions in memory, fresh keys each run; no Redis, no Kryptos account. "
+        "Needs bff's development tools (devtools/ in the repository, installed by `uv sync` or scripts/dev).",
+        formatter_class=_HelpFormatter,
+    )
+    dev.add_argument("--port", type=_positive_port, default=8000, help="port on localhost (127.0.0.1 and ::1)")
     dev.set_defaults(func=cmd_dev)
-    emu = sub.add_parser("emulator", help="the Kryptos emulator alone")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=_positive_port, default=9000)
-    emu.add_argument("--base-url", default=None, help="external base URL (default http://HOST:PORT)")
-    emu.add_argument("--client-id", default="bff-dev")
-    emu.add_argument("--redirect-uri", action="append", default=[], help="registered redirect URI (repeatable)")
-    emu.add_argument("--post-logout-redirect-uri", action="append", default=[])
-    emu.add_argument("--backchannel-logout-uri", default=None)
-    emu.add_argument("--access-token-ttl", type=int, default=86400)
+    emu = sub.add_parser(
+        "emulator",
+        help="the Kryptos emulator alone",
+        description="The Kryptos emulator alone: an OpenID provider (issuer BASE/oidc), the data API (BASE/api) "
+        "and the connect API (BASE/connect), with seeded users (guest, guest2, linked, admin) and one "
+        "registered client whose secret is the environment variable BFF_EMULATOR_CLIENT_SECRET. For "
+        "development and tests, never production. Needs bff's development tools (devtools/ in the repository).",
+        formatter_class=_HelpFormatter,
+    )
+    emu.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emu.add_argument("--port", type=_positive_port, default=9000, help="port to listen on")
+    emu.add_argument(
+        "--base-url",
+        default=None,
+        help="the emulator's external base URL, used in every URL it hands out (default: http://HOST:PORT)",
+    )
+    emu.add_argument("--client-id", default="bff-dev", help="client id of the one registered client")
+    emu.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        help="redirect URI registered for the client, e.g. http://localhost:8000/auth/callback (repeatable)",
+    )
+    emu.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        default=[],
+        help="post-logout redirect URI registered for the client, e.g. http://localhost:8000/ (repeatable)",
+    )
+    emu.add_argument(
+        "--backchannel-logout-uri",
+        default=None,
+        help="where the emulator posts back-channel logout tokens, e.g. "
+        "http://localhost:8000/auth/backchannel-logout (default: none, no logout tokens are posted)",
+    )
+    emu.add_argument("--access-token-ttl", type=int, default=86400, help="access token lifetime, seconds")
     emu.set_defaults(func=cmd_emulator)
-    check = sub.add_parser("check-config", help="parse settings, print every problem, exit 1 if any")
+    check = sub.add_parser(
+        "check-config",
+        help="parse settings, print every problem, exit 1 if any",
+        description="Parse the BFF_* settings (and the structure of BFF_REDIS_URL), print every problem at once "
+        "and exit 1 if there is any, else print a summary and exit 0. Connects to nothing: neither Redis nor "
+        "the provider is contacted (GET /readyz of a running bff checks those). Secrets are never printed; "
+        "unknown BFF_* names are warned about.",
+        formatter_class=_HelpFormatter,
+    )
     check.set_defaults(func=cmd_check_config)
     return parser
 

@@ -1,7 +1,7 @@
 """The provider's request quota for this client id, spent by every replica together.
 
 Kryptos allows 100 token-endpoint calls a minute and 1,000 userinfo calls an hour per client id
-(``docs/kryptos-api.md``). Every replica counts its calls in one sliding window per endpoint, kept in the
+(as Kryptos documents it). Every replica counts its calls in one sliding window per endpoint, kept in the
 session store (``BFF_TOKEN_BUDGET_PER_MINUTE``, ``BFF_USERINFO_BUDGET_PER_HOUR``); code exchanges (which
 anyone holding a fresh ``state`` can trigger) may fill only ``BFF_CODE_EXCHANGE_SHARE`` of the token
 window, so refreshes of signed-in users always have room. A 429 from the provider makes every replica
