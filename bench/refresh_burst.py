@@ -18,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx2
 
-from tests.support.processes import sign_in, start_cluster
+from tests.support.processes import expire_access_token, sign_in, start_cluster
 from tests.support.redis_server import RedisServer
-from tests.test_refresh_race import _expire_access_token
 
 
 def _metric(text: str, name: str) -> float:
@@ -32,7 +31,7 @@ async def _burst(size: int, redis_url: str, token_delay: float) -> dict[str, obj
     try:
         async with httpx2.AsyncClient() as browser:
             cookie = await sign_in(browser, cluster.replicas[0])
-        await _expire_access_token(cluster, cookie)
+        await expire_access_token(cluster, cookie)
         await cluster.control("POST", "config", json={"token_delay_seconds": token_delay})
         limits = httpx2.Limits(max_connections=size + 10)
         async with httpx2.AsyncClient(timeout=60, limits=limits) as client:

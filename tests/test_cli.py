@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -13,11 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
 
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from tests.support.processes import start_cluster
 from tests.support.redis_server import free_port
 from tests.support.servers import ServerThread
 
@@ -116,9 +119,9 @@ def test_serve_starts_answers_and_stops_on_sigterm(redis_url: str, workers: int)
         assert '"level": "info"' in logs  # JSON logs by default
         # Access lines (written without LogRecords in production) carry the route template and request id.
         access = [json.loads(line) for line in logs.splitlines() if '"logger": "bff.access"' in line]
-        healthz = [entry for entry in access if entry["route"] == "/healthz"]
-        assert len(healthz) >= 4
-        assert all(len(entry["request_id"]) == 16 and entry["status"] == 200 for entry in healthz)
+        healthz_lines = [entry for entry in access if entry["route"] == "/healthz"]
+        assert len(healthz_lines) >= 4
+        assert all(len(entry["request_id"]) == 16 and entry["status"] == 200 for entry in healthz_lines)
     finally:
         emulator.stop()
 
@@ -236,3 +239,80 @@ def test_exceptions_formatted_into_uvicorn_messages_keep_only_their_type() -> No
     )
     assert _WithholdTracebackText().filter(record)
     assert record.getMessage() == "Error loading ASGI app factory: TypeError"
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config", "dev", "emulator"])
+def test_help_describes_the_command_and_every_option_with_its_default(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from bff.cli import build_parser, main
+
+    monkeypatch.setenv("COLUMNS", "2000")  # no wrapping: argparse may break lines at hyphens
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    [subparsers] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser = subparsers.choices[command]
+    assert parser.description and " ".join(parser.description.split()) in out
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    for action in options:
+        assert action.help, f"{command} {action.option_strings[0]} has no help text"
+        assert f"{action.option_strings[0]} {action.metavar or action.dest.upper()}" in out
+        if action.default is None or action.default == []:
+            assert action.help in out
+            assert "(default: None)" not in out and "(default: [])" not in out
+        else:
+            assert f"{action.help} (default: {action.default})" in out
+    expected = {
+        "serve": ["--host HOST", "(default: 0.0.0.0)", "(default: 8000)", "(default: 1)"],
+        "check-config": ["Connects to nothing"],
+        "dev": ["(default: 8000)"],
+        "emulator": ["(default: 127.0.0.1)", "(default: 9000)", "(default: bff-dev)", "(default: 86400)"],
+    }[command]
+    for text in expected:
+        assert text in out
+    assert len(options) == {"serve": 3, "check-config": 0, "dev": 1, "emulator": 8}[command]
+
+
+def test_main_help_lists_every_command(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bff.cli import main
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "dev", "emulator", "check-config"):
+        assert command in out
+
+
+# --- graceful shutdown of `bff serve`: in-flight requests finish, new ones are refused, the process exits --
+
+
+async def test_sigterm_lets_in_flight_requests_finish(redis_url: str) -> None:
+    cluster = start_cluster(redis_url, replicas=1)
+    try:
+        [replica] = cluster.replicas
+        async with httpx2.AsyncClient(timeout=20) as client:
+            start = await client.get(f"{replica.url}/auth/login", params={"login_hint": "guest"})
+            approve = await client.get(start.headers["location"])
+            await client.get(f"{replica.url}/auth/callback?{urlsplit(approve.headers['location']).query}")
+            await cluster.control("POST", "config", json={"data_api_failure": {"delay_seconds": 1.5, "count": 1}})
+            in_flight = asyncio.create_task(client.get(f"{replica.url}/api/v1/integrations", headers={"X-CSRF": "1"}))
+            for _ in range(100):  # until the upstream has the request
+                if (await cluster.control("GET", "stats"))["data_api"] >= 1:
+                    break
+                await asyncio.sleep(0.02)
+            replica.proc.send_signal(signal.SIGTERM)
+            response = await in_flight
+            assert response.status_code == 200
+            assert response.json()["data"]
+            with pytest.raises(httpx2.HTTPError):
+                await client.get(f"{replica.url}/healthz")
+        # Exited by itself after draining (uvicorn re-raises SIGTERM once shut down: status 143).
+        assert await asyncio.to_thread(replica.proc.wait, 15) in (0, -signal.SIGTERM)
+    finally:
+        cluster.stop()

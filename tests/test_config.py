@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bff.config import ConfigError, load_settings
+from bff.config import ConfigError, Settings, load_settings
 
 GOOD = {
     "BFF_CLIENT_ID": "client",
@@ -235,3 +235,40 @@ def test_check_config_accepts_a_percent_encoded_password_with_reserved_character
     result = _check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 0, result.stderr
     assert "Sx7Q" not in result.stderr + result.stdout
+
+
+# --- native apps' redirect URIs (BFF_MOBILE_REDIRECT_URIS) ------------------------------------------------------------
+
+
+def _load(uris: str) -> Settings:
+    return load_settings({"BFF_CLIENT_ID": "c", "BFF_CLIENT_SECRET": "s", "BFF_MOBILE_REDIRECT_URIS": uris}, dev=True)
+
+
+def test_settings_accept_app_links_and_reverse_dns_schemes() -> None:
+    settings = _load(" com.example.app:/oauth2redirect , https://app.example.com/cb?x=1,com.example.app://cb ")
+    assert settings.mobile_redirect_uris == (
+        "com.example.app:/oauth2redirect",
+        "https://app.example.com/cb?x=1",
+        "com.example.app://cb",
+    )
+    assert _load("").mobile_redirect_uris == ()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://app.example.com/cb",  # not https
+        "myapp:/cb",  # not reverse-DNS
+        "javascript:alert(1)",
+        "com.example.app:/cb#frag",
+        "https:///cb",
+        "https://user:pw@app.example.com/cb",
+        "/relative/cb",
+        "com.example.app",
+        "Com.Example.App:/cb",
+    ],
+)
+def test_settings_refuse_other_redirect_uris(uri: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(uri)
+    assert any(p.startswith("BFF_MOBILE_REDIRECT_URIS:") for p in info.value.problems)

@@ -104,7 +104,7 @@ async def test_a_non_fatal_refresh_error_is_an_outage_and_keeps_the_session(
     stack = make_stack(clock=clock, emulator_options={"access_token_ttl": 600})
     async with stack.client() as client:
         await stack.login(client, "guest")
-        clock.offset = 560  # bff's clock only: the access token is due for refresh, the session not idle
+        clock.advance(560)  # bff's clock only: the access token is due for refresh, the session not idle
         await stack.emulator_control("POST", "config", json={"token_failure": error})
         failed = await client.get(f"{stack.url}/api/v1/userinfo", headers={"X-CSRF": "1"})
         assert failed.status_code == 502, failed.text

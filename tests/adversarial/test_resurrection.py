@@ -48,7 +48,7 @@ async def _wait_subscribed(relay: TcpRelay) -> None:
 
 def _stored(private_redis: PrivateRedis, session_id: str) -> bytes | None:
     with private_redis.client() as r:
-        value: bytes | None = r.get(session_key(session_id))  # type: ignore[assignment]
+        value: bytes | None = r.get(session_key(session_id))
         return value
 
 

@@ -78,7 +78,7 @@ async def test_forged_logout_tokens_end_no_session(
             alive = await client.get(f"{replica.url}/auth/session", headers=cookie_headers(cookie))
             assert alive.status_code == 200, (name, alive.text)
         # The same claims, signed by the provider's key, do end the session: only the signature was wrong.
-        emulator = cluster.emulator.server.config.app.state.emulator
+        emulator = cluster.emulator.app.state.emulator
         genuine, _ = mint_logout_token(emulator, client_id=CLIENT_ID, sub=sub, sid=None)
         r = await client.post(f"{replica.url}/auth/backchannel-logout", data={"logout_token": genuine})
         assert r.status_code == 200, r.text

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "bff"
@@ -68,11 +68,12 @@ class Rendered:
 
     @property
     def pod(self) -> dict[str, Any]:
-        return self.deployment["spec"]["template"]["spec"]
+        pod: dict[str, Any] = self.deployment["spec"]["template"]["spec"]
+        return pod
 
     @property
     def container(self) -> dict[str, Any]:
-        containers = self.pod["containers"]
+        containers: list[dict[str, Any]] = self.pod["containers"]
         assert len(containers) == 1
         return containers[0]
 

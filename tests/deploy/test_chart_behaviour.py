@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
 from tests.deploy.deploy_support import CHART, Helm, Rendered
 

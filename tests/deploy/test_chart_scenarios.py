@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
 from tests.deploy.deploy_support import RELEASE, Helm, Rendered
 

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
 from tests.deploy.deploy_support import CHART, REPO, venv_tool
 

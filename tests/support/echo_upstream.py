@@ -3,6 +3,8 @@ answers with headers that must never reach the browser (Set-Cookie, hop-by-hop).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -27,7 +29,7 @@ async def echo(request: Request) -> Response:
 async def big(request: Request) -> Response:
     chunk = b"x" * 65536
 
-    async def gen():  # type: ignore[no-untyped-def]
+    async def gen() -> AsyncIterator[bytes]:
         for _ in range(64):  # 4 MiB, streamed without a length
             yield chunk
 

@@ -37,7 +37,9 @@ def publish_test_key(request: httpx2.Request, response: httpx2.Response) -> http
     return _replace_json(response, body)
 
 
-def resign_id_token(change: Callable[[dict[str, Any]], None], *, kid: str = TEST_KID):
+def resign_id_token(
+    change: Callable[[dict[str, Any]], None], *, kid: str = TEST_KID
+) -> Callable[[httpx2.Request, httpx2.Response], httpx2.Response]:
     """A rewriter that applies ``change`` to the ID token's claims and signs it again."""
 
     def rewrite(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:

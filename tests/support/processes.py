@@ -16,11 +16,17 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from bff.sessions import SessionManager
+from bff.sessions.cookie import SignedValueCodec
+from bff.sessions.crypto import Keyring
+from bff.sessions.model import Lifetimes
+from bff.sessions.redis_store import RedisStore
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port, stop_process
 from tests.support.servers import ServerThread
 
 CLIENT_ID = "bff-replicas"
+LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)  # bff's defaults
 
 
 def wait_ready(url: str, proc: subprocess.Popen[Any], output: Callable[[], str], *, what: str, timeout: float) -> None:
@@ -144,3 +150,27 @@ async def sign_in(client: httpx2.AsyncClient, replica: Replica, username: str = 
     done = await client.get(f"{replica.url}/auth/callback?{query}")
     assert done.status_code == 302, done.text
     return str(client.cookies["bff-session"])
+
+
+def cluster_sessions(cluster: Cluster) -> tuple[SessionManager, SignedValueCodec, RedisStore]:
+    """bff's own session code on the cluster's Redis and keys, for a test to look at or change a session
+    without going through HTTP; the caller closes the store."""
+    store = RedisStore.from_url(cluster.redis_url)
+    keyring = Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]])
+    manager = SessionManager(store, keyring, lifetimes=LIFETIMES, clock=time.time)
+    return manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store
+
+
+async def expire_access_token(cluster: Cluster, cookie: str) -> str:
+    """Jump the session's clock: its access token is now past expiry (no sleeping)."""
+    manager, codec, store = cluster_sessions(cluster)
+    try:
+        session_id = codec.unsign(cookie)
+        assert session_id is not None
+        session = await manager.load(session_id)
+        assert session is not None
+        past = time.time() - 1
+        await manager.save(session_id, session.with_changes(access_expires_at=past, access_refresh_at=past))
+        return session_id
+    finally:
+        await store.aclose()

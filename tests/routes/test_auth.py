@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from bff.logs import JsonFormatter, quiet_library_loggers
 from bff.sessions.manager import TOMBSTONE, TOMBSTONE_TTL
 from bff.sessions.store import session_key
-from tests.support.stack import Stack
+from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
 
@@ -48,6 +48,7 @@ async def test_login_session_logout_round_trip(stack: Stack, redis_url: str, cap
         assert issued and not any(token in info.text for token in issued)
 
         session_id = stack.services.session_codec.unsign(client.cookies[cookie_name])
+        assert session_id is not None
         r = aioredis.from_url(redis_url)
         try:
             assert await r.exists(session_key(session_id)) == 1
@@ -124,7 +125,7 @@ async def test_parallel_logins_in_two_tabs_both_complete(stack: Stack) -> None:
         assert r2.status_code == 302 and r2.headers["location"] == "/"
 
 
-async def test_memory_store_runs_the_same_flow(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_memory_store_runs_the_same_flow(make_stack: MakeStack) -> None:
     stack = make_stack(store="memory")
     async with stack.client() as client:
         await stack.login(client, "admin")

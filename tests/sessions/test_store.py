@@ -15,16 +15,12 @@ from bff.sessions.memory_store import MemoryStore
 from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore, session_key
+from tests.support.clock import Clock
 
 LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+START = 1_800_000_000.0  # a fixed time, so stored times compare exactly
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -72,23 +68,23 @@ async def test_get_and_delete_is_single_use(store: KeyValueStore) -> None:
 
 
 async def test_session_round_trip_is_encrypted_at_rest(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
-    session = _session(clock.now)
+    session = _session(clock())
     await manager.save("sid-1" + secrets.token_hex(4), session)
     sid = "sid-" + secrets.token_hex(8)
     await manager.save(sid, session)
     raw = await store.get(session_key(sid))
-    assert raw is not None
-    assert session.access_token.encode() not in raw and session.refresh_token.encode() not in raw  # type: ignore[union-attr]
+    assert raw is not None and session.refresh_token is not None
+    assert session.access_token.encode() not in raw and session.refresh_token.encode() not in raw
     assert await manager.load(sid) == session
 
 
 async def test_blob_moved_to_another_key_does_not_decrypt(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
     a, b = "a-" + secrets.token_hex(8), "b-" + secrets.token_hex(8)
-    await manager.save(a, _session(clock.now))
+    await manager.save(a, _session(clock()))
     blob = await store.get(session_key(a))
     assert blob is not None
     await store.set(session_key(b), blob, ttl=60)
@@ -96,62 +92,62 @@ async def test_blob_moved_to_another_key_does_not_decrypt(store: KeyValueStore) 
 
 
 async def test_idle_and_absolute_expiry_are_enforced_on_read(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
     sid = "s-" + secrets.token_hex(8)
-    await manager.save(sid, _session(clock.now))
-    clock.now += 1799
+    await manager.save(sid, _session(clock()))
+    clock.advance(1799)
     assert await manager.load(sid) is not None  # slides: last seen now
-    clock.now += 1799
+    clock.advance(1799)
     assert await manager.load(sid) is not None
-    clock.now += 1801
+    clock.advance(1801)
     assert await manager.load(sid) is None  # idle for longer than the timeout
     sid2 = "s-" + secrets.token_hex(8)
-    await manager.save(sid2, _session(clock.now, expires_at=clock.now + 100))
-    clock.now += 101
+    await manager.save(sid2, _session(clock(), expires_at=clock() + 100))
+    clock.advance(101)
     assert await manager.load(sid2) is None  # past its absolute end even though recently used
 
 
 async def test_plain_read_writes_nothing_until_a_tenth_of_the_idle_timeout(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
     sid = "s-" + secrets.token_hex(8)
-    await manager.save(sid, _session(clock.now))
+    await manager.save(sid, _session(clock()))
     before = await store.get(session_key(sid))
-    clock.now += 179
+    clock.advance(179)
     await manager.load(sid)
     assert await store.get(session_key(sid)) == before  # no write
-    clock.now += 2
+    clock.advance(2)
     loaded = await manager.load(sid)
-    assert loaded is not None and loaded.last_seen_at == clock.now
+    assert loaded is not None and loaded.last_seen_at == clock()
     assert await store.get(session_key(sid)) != before  # written once a tenth (180 s) had passed
 
 
 async def test_key_rotation_keeps_sessions_and_removal_ends_them(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     old, new = "o" * 32, "n" * 32
     sid = "s-" + secrets.token_hex(8)
-    await _manager(store, clock, [old]).save(sid, _session(clock.now))
+    await _manager(store, clock, [old]).save(sid, _session(clock()))
     rotated = _manager(store, clock, [new, old])
     session = await rotated.load(sid)
     assert session is not None
     await rotated.save(sid, session)  # re-encrypted under the newest key when next written
     assert await _manager(store, clock, [new]).load(sid) == session
     sid2 = "s-" + secrets.token_hex(8)
-    await _manager(store, clock, [old]).save(sid2, _session(clock.now))
+    await _manager(store, clock, [old]).save(sid2, _session(clock()))
     assert await _manager(store, clock, [new]).load(sid2) is None  # only the removed key could read it
 
 
 async def test_login_state_is_single_use_and_expires(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
-    login = LoginState("v" * 43, "n", "/", "h", "http://x/cb", "http://idp", clock.now)
+    login = LoginState("v" * 43, "n", "/", "h", "http://x/cb", "http://idp", clock())
     state = secrets.token_hex(8)
     await manager.save_login_state(state, login)
     assert await manager.take_login_state(state) == login
     assert await manager.take_login_state(state) is None
     await manager.save_login_state(state, login)
-    clock.now += 601
+    clock.advance(601)
     assert await manager.take_login_state(state) is None
 
 
@@ -172,10 +168,10 @@ async def test_redis_down_is_a_clean_store_error() -> None:
 
 async def test_redis_ttl_follows_the_session(redis_url: str) -> None:
     store = RedisStore.from_url(redis_url)
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
     sid = "s-" + secrets.token_hex(8)
-    await manager.save(sid, _session(clock.now, expires_at=clock.now + 600))
+    await manager.save(sid, _session(clock(), expires_at=clock() + 600))
     r = aioredis.from_url(redis_url)
     try:
         ttl = await r.pttl(session_key(sid))
@@ -211,13 +207,13 @@ async def test_index_add_and_members(store: KeyValueStore) -> None:
 
 
 async def test_delete_for_subject_and_provider_session(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     manager = _manager(store, clock)
     sub = "user-" + secrets.token_hex(4)
     a, b, c = (f"{n}-" + secrets.token_hex(6) for n in "abc")
-    await manager.save(a, _session(clock.now, sub=sub, oidc_sid="op-1"))
-    await manager.save(b, _session(clock.now, sub=sub, oidc_sid="op-2"))
-    await manager.save(c, _session(clock.now, sub="someone-else", oidc_sid="op-1"))
+    await manager.save(a, _session(clock(), sub=sub, oidc_sid="op-1"))
+    await manager.save(b, _session(clock(), sub=sub, oidc_sid="op-2"))
+    await manager.save(c, _session(clock(), sub="someone-else", oidc_sid="op-1"))
     assert await manager.delete_for_subject(sub, provider_sid="op-1") == 1
     assert await manager.load(a) is None
     assert await manager.load(b) is not None
@@ -228,10 +224,10 @@ async def test_delete_for_subject_and_provider_session(store: KeyValueStore) -> 
 
 
 async def test_records_are_compressed_and_old_uncompressed_ones_still_read(store: KeyValueStore) -> None:
-    clock = Clock()
+    clock = Clock(start=START)
     keyring = Keyring(["k" * 32])
     manager = SessionManager(store, keyring, lifetimes=LIFETIMES, clock=clock)
-    session = _session(clock.now, access_token="eyJ" + "x" * 900)
+    session = _session(clock(), access_token="eyJ" + "x" * 900)
     sid = "s-" + secrets.token_hex(8)
     await manager.save(sid, session)
     blob = await store.get(session_key(sid))

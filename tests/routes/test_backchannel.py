@@ -15,7 +15,7 @@ from tests.support.idp_tamper import id_token_claims, publish_test_key, sign
 from tests.support.stack import CLIENT_ID, Stack
 
 CSRF = {"X-CSRF": "1"}
-EVENT = {"http://schemas.openid.net/event/backchannel-logout": {}}
+EVENT: dict[str, dict[str, Any]] = {"http://schemas.openid.net/event/backchannel-logout": {}}
 
 
 async def _signed_in(stack: Stack, username: str) -> tuple[httpx2.AsyncClient, dict[str, Any]]:
@@ -120,7 +120,7 @@ async def test_invalid_logout_tokens_are_refused_and_change_nothing(stack: Stack
     client, claims = await _signed_in(stack, "guest")
     now = int(time.time())
     base = {"sub": claims["sub"], "sid": claims["sid"]}
-    changes: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "wrong-aud": {"aud": "another-client"},
         "wrong-iss": {"iss": "https://evil.example/oidc"},
         "nonce": {"nonce": "n-0S6_WzA2Mj"},
@@ -131,7 +131,8 @@ async def test_invalid_logout_tokens_are_refused_and_change_nothing(stack: Stack
         "no-jti": {"jti": None},
         "unsigned": {},
         "unknown-key": {},
-    }[case]
+    }
+    changes = cases[case]
     payload = _claims(stack, **{**base, **changes})
     if case == "unsigned":
         token = _unsigned(payload)

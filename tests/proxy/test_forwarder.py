@@ -1,4 +1,4 @@
-"""The forwarding proxy (contract §4.2): allow-listed routes, exact upstream headers, validation, errors."""
+"""The forwarding proxy: allow-listed routes, exact upstream headers, validation, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.echo_upstream import echo_app
 from tests.support.servers import ServerThread
-from tests.support.stack import Stack
+from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
 
@@ -107,7 +107,7 @@ async def test_non_admins_are_refused_before_any_upstream_call(stack: Stack) -> 
         assert await _requests(stack) == []
 
 
-async def test_limit_management_is_off_without_admins(make_stack: Any) -> None:
+async def test_limit_management_is_off_without_admins(make_stack: MakeStack) -> None:
     stack = make_stack(admin_subjects=[])
     async with stack.client() as client:
         await stack.login(client, "admin")
@@ -244,7 +244,7 @@ async def test_api_without_a_session_is_401_not_a_redirect(stack: Stack) -> None
         assert r.json()["code"] == "not_authenticated"
 
 
-async def test_upstream_headers_that_must_not_pass_back(make_stack: Any) -> None:
+async def test_upstream_headers_that_must_not_pass_back(make_stack: MakeStack) -> None:
     upstream = ServerThread(echo_app()).start()
     try:
         stack = make_stack(data_api_url=upstream.url)

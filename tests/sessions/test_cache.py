@@ -10,17 +10,10 @@ import redis.asyncio as aioredis
 
 from bff.sessions.cache import SessionCache
 from bff.sessions.model import Session
+from tests.support.clock import Clock
 from tests.support.processes import sign_in, start_cluster
 
 CSRF = {"X-CSRF": "1"}
-
-
-class Ticker:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _session() -> Session:
@@ -28,14 +21,14 @@ def _session() -> Session:
 
 
 def test_cache_serves_only_while_live_and_fresh() -> None:
-    clock = Ticker()
+    clock = Clock(start=100.0)
     cache = SessionCache(ttl=10, clock=clock)
     cache.put("k", _session(), epoch=cache.epoch)
     assert cache.get("k") is None  # not live yet: the change feed is not subscribed
     cache.clear(live=True)
     cache.put("k", _session(), epoch=cache.epoch)
     assert cache.get("k") == _session()
-    clock.now += 10.1
+    clock.advance(10.1)
     assert cache.get("k") is None  # past its time-to-live
     cache.put("k", _session(), epoch=cache.epoch)
     cache.clear(live=False)  # the feed broke: nothing cached is trusted, nothing new is kept
@@ -45,7 +38,7 @@ def test_cache_serves_only_while_live_and_fresh() -> None:
 
 
 def test_a_read_that_raced_with_a_change_is_not_cached() -> None:
-    cache = SessionCache(ttl=10, clock=Ticker())
+    cache = SessionCache(ttl=10, clock=Clock(start=100.0))
     cache.clear(live=True)
     epoch = cache.epoch  # a read starts ...
     cache.drop("k")  # ... another process changes the session meanwhile ...
@@ -54,7 +47,7 @@ def test_a_read_that_raced_with_a_change_is_not_cached() -> None:
 
 
 def test_eviction_keeps_the_cache_bounded() -> None:
-    cache = SessionCache(ttl=10, max_entries=10, clock=Ticker())
+    cache = SessionCache(ttl=10, max_entries=10, clock=Clock(start=100.0))
     cache.clear(live=True)
     for i in range(25):
         cache.put(f"k{i}", _session(), epoch=cache.epoch)

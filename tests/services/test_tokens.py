@@ -9,59 +9,31 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 import pytest
 
-from bff.sessions import SessionManager
-from bff.sessions.cookie import SignedValueCodec
-from bff.sessions.crypto import Keyring
-from bff.sessions.model import Lifetimes
-from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import refresh_lock_key
-from tests.support.processes import Cluster, sign_in, start_cluster
-
-LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)
+from tests.support.processes import Cluster, cluster_sessions, expire_access_token, sign_in, start_cluster
 
 CSRF = {"X-CSRF": "1"}
+ClusterFactory = Callable[..., Cluster]  # start_cluster with the shared Redis; keywords are BFF_* overrides
 
 
 @pytest.fixture
-def cluster_factory(redis_url: str) -> Iterator[Any]:
+def cluster_factory(redis_url: str) -> Iterator[ClusterFactory]:
     started: list[Cluster] = []
 
     def factory(**env: str) -> Cluster:
-        cluster = start_cluster(redis_url, **env)
+        cluster = start_cluster(redis_url, replicas=2, metrics=False, **env)
         started.append(cluster)
         return cluster
 
     yield factory
     for cluster in started:
         cluster.stop()
-
-
-def _manager(cluster: Cluster) -> tuple[SessionManager, SignedValueCodec, RedisStore]:
-    store = RedisStore.from_url(cluster.redis_url)
-    keyring = Keyring([cluster.env["BFF_ENCRYPTION_KEYS"]])
-    manager = SessionManager(store, keyring, lifetimes=LIFETIMES, clock=time.time)
-    return manager, SignedValueCodec([cluster.env["BFF_SESSION_SECRETS"]], salt="bff.session"), store
-
-
-async def _expire_access_token(cluster: Cluster, cookie: str) -> str:
-    """Jump the session's clock: its access token is now past expiry (no sleeping)."""
-    manager, codec, store = _manager(cluster)
-    try:
-        session_id = codec.unsign(cookie)
-        assert session_id is not None
-        session = await manager.load(session_id)
-        assert session is not None
-        past = time.time() - 1
-        await manager.save(session_id, session.with_changes(access_expires_at=past, access_refresh_at=past))
-        return session_id
-    finally:
-        await store.aclose()
 
 
 async def _burst(cluster: Cluster, cookie: str, n: int) -> list[httpx2.Response]:
@@ -94,12 +66,14 @@ async def _expired_session(cluster: Cluster, *, token_delay: float) -> str:
     """Sign in on the first replica, jump past the access token's expiry, slow the provider down."""
     async with httpx2.AsyncClient() as browser:
         cookie = await sign_in(browser, cluster.replicas[0])
-    await _expire_access_token(cluster, cookie)
+    await expire_access_token(cluster, cookie)
     await cluster.control("POST", "config", json={"token_delay_seconds": token_delay})
     return cookie
 
 
-async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refresh(cluster_factory: Any) -> None:
+async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refresh(
+    cluster_factory: ClusterFactory,
+) -> None:
     cluster = cluster_factory()
     # A realistic token-call latency, so both replicas are inside the refresh at the same time.
     cookie = await _expired_session(cluster, token_delay=0.3)
@@ -110,7 +84,7 @@ async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refres
     await _grant_alive(cluster, cookie)
 
 
-async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_factory: Any) -> None:
+async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_factory: ClusterFactory) -> None:
     # The lease (0.5 s) is renewed while the token call (2 s) is in flight, so no second redeem starts.
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="10")
     cookie = await _expired_session(cluster, token_delay=2)
@@ -121,7 +95,7 @@ async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_fact
     await _grant_alive(cluster, cookie)
 
 
-async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: Any) -> None:
+async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="0.5")
     cookie = await _expired_session(cluster, token_delay=2)
     responses = await _burst(cluster, cookie, 10)
@@ -151,14 +125,14 @@ async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: Any) ->
     assert _redeems(await cluster.control("GET", "stats")) == {"success": 1}
 
 
-async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: Any) -> None:
+async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="1", BFF_REFRESH_WAIT="10")
     holder, survivor = cluster.replicas
     async with httpx2.AsyncClient() as browser:
         cookie = await sign_in(browser, holder)
-    session_id = await _expire_access_token(cluster, cookie)
+    session_id = await expire_access_token(cluster, cookie)
     await cluster.control("POST", "config", json={"token_delay_seconds": 3})
-    manager, _, store = _manager(cluster)
+    manager, _, store = cluster_sessions(cluster)
     async with httpx2.AsyncClient(timeout=30) as client:
         doomed = asyncio.create_task(
             client.get(f"{holder.url}/api/v1/integrations", headers={**CSRF, "Cookie": f"bff-session={cookie}"})

@@ -12,34 +12,27 @@ import hashlib
 import http.cookiejar
 import logging
 import secrets
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
 import redis.asyncio as aioredis
+from starlette.datastructures import QueryParams
 
-from bff.config import ConfigError, load_settings
+from bff.errors import BadRequest
 from bff.logs import JsonFormatter, quiet_library_loggers
+from bff.routes.mobile import parse_login
+from bff.sessions.handoff import MobileLogin
 from bff.sessions.manager import TOMBSTONE
-from tests.support.stack import Stack
+from tests.support.clock import Clock
+from tests.support.settings import minimal_settings
+from tests.support.stack import MakeStack, Stack
 
 APP_URI = "com.example.app:/oauth2redirect"
 LINK_URI = "https://app.example.com/oauth/callback?via=bff"
 CSRF = {"X-CSRF": "1"}
-MakeStack = Callable[..., Stack]
-
-
-class OffsetClock:
-    """Real time plus an offset the test moves forward (the BFF's clock; the emulator keeps real time)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 def pkce() -> tuple[str, str]:
@@ -123,6 +116,73 @@ async def session_keys(redis_url: str) -> set[bytes]:
 @pytest.fixture
 def mobile_stack(make_stack: MakeStack) -> Stack:
     return make_stack(mobile_redirect_uris=[APP_URI, LINK_URI])
+
+
+# --- parse_login on its own ------------------------------------------------------------------------------
+
+
+def _parse(params: Mapping[str, str | list[str]], uris: tuple[str, ...] = (APP_URI, LINK_URI)) -> MobileLogin:
+    settings = minimal_settings(mobile_redirect_uris=list(uris))
+    items = [(k, v) for k, values in params.items() for v in ([values] if isinstance(values, str) else values)]
+    return parse_login(QueryParams(items), settings)
+
+
+def _refusal(params: Mapping[str, str | list[str]], uris: tuple[str, ...] = (APP_URI, LINK_URI)) -> BadRequest:
+    with pytest.raises(BadRequest) as refused:
+        _parse(params, uris)
+    return refused.value
+
+
+def test_parse_login_returns_what_the_app_asked_for() -> None:
+    _, challenge = pkce()
+    assert _parse(start_params(challenge)) == MobileLogin(APP_URI, challenge, "app-state-1")
+    linked = _parse({**start_params(challenge, redirect_uri=LINK_URI, state="~ a b ~"), "prompt": "none"})
+    assert linked == MobileLogin(LINK_URI, challenge, "~ a b ~")
+    # "none" as a whole prompt value only; other prompts are fine for a private-use scheme
+    assert _parse({**start_params(challenge), "prompt": ["login", "consent nonesuch"]}).redirect_uri == APP_URI
+
+
+def test_parse_login_is_off_without_redirect_uris() -> None:
+    _, challenge = pkce()
+    assert _refusal(start_params(challenge), uris=()).code == "mobile_disabled"
+
+
+@pytest.mark.parametrize(
+    "redirect_uri", ["", APP_URI + "/", APP_URI.upper(), LINK_URI.split("?")[0], "https://evil.example/"]
+)
+def test_parse_login_refuses_an_unregistered_redirect_uri_first(redirect_uri: str) -> None:
+    # Checked before anything else: even with every other parameter wrong, the answer is not about them.
+    refused = _refusal({"redirect_uri": redirect_uri, "code_challenge": "short", "code_challenge_method": "plain"})
+    assert (refused.status, refused.code) == (400, "invalid_redirect_uri")
+
+
+@pytest.mark.parametrize("name", ["redirect_uri", "code_challenge", "code_challenge_method", "state"])
+def test_parse_login_refuses_repeated_parameters(name: str) -> None:
+    _, challenge = pkce()
+    params: dict[str, str | list[str]] = {**start_params(challenge)}
+    params[name] = [start_params(challenge)[name]] * 2
+    refused = _refusal(params)
+    assert (refused.code, refused.extra) == ("invalid_request", {"parameter": name})
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter"),
+    [
+        ({"code_challenge_method": "plain"}, "code_challenge_method"),
+        ({"code_challenge_method": ""}, "code_challenge_method"),
+        ({"code_challenge": "A" * 42}, "code_challenge"),
+        ({"code_challenge": "A" * 42 + "+"}, "code_challenge"),
+        ({"state": ""}, "state"),
+        ({"state": "a" * 513}, "state"),
+        ({"state": "tab\there"}, "state"),
+        ({"prompt": "none"}, "prompt"),
+        ({"prompt": "login none"}, "prompt"),
+    ],
+)
+def test_parse_login_names_the_bad_parameter(change: dict[str, str], parameter: str) -> None:
+    _, challenge = pkce()
+    refused = _refusal({**start_params(challenge), **change})
+    assert (refused.code, refused.extra) == ("invalid_request", {"parameter": parameter})
 
 
 # --- the whole native sequence --------------------------------------------------------------------------
@@ -424,12 +484,12 @@ async def test_replayed_code_is_refused(mobile_stack: Stack) -> None:
 
 
 async def test_expired_code_is_refused_and_its_session_deleted(make_stack: MakeStack, redis_url: str) -> None:
-    clock = OffsetClock()
+    clock = Clock()
     stack = make_stack(mobile_redirect_uris=[APP_URI], clock=clock)
     verifier, challenge = pkce()
     before = await session_keys(redis_url)
     code = await handoff_code(stack, challenge)
-    clock.offset += 61
+    clock.advance(61)
     async with app_client(stack) as app:
         r = await exchange(app, stack, code, verifier)
         assert r.status_code == 400 and r.json()["code"] == "invalid_grant"
@@ -537,40 +597,3 @@ async def test_session_scheme_is_case_insensitive(mobile_stack: Stack) -> None:
     async with app_client(mobile_stack) as app:
         r = await app.get(f"{mobile_stack.url}/auth/session", headers={"Authorization": f"session {token}"})
         assert r.status_code == 200
-
-
-# --- settings -------------------------------------------------------------------------------------------
-
-
-def _load(uris: str) -> Any:
-    return load_settings({"BFF_CLIENT_ID": "c", "BFF_CLIENT_SECRET": "s", "BFF_MOBILE_REDIRECT_URIS": uris}, dev=True)
-
-
-def test_settings_accept_app_links_and_reverse_dns_schemes() -> None:
-    settings = _load(" com.example.app:/oauth2redirect , https://app.example.com/cb?x=1,com.example.app://cb ")
-    assert settings.mobile_redirect_uris == (
-        "com.example.app:/oauth2redirect",
-        "https://app.example.com/cb?x=1",
-        "com.example.app://cb",
-    )
-    assert _load("").mobile_redirect_uris == ()
-
-
-@pytest.mark.parametrize(
-    "uri",
-    [
-        "http://app.example.com/cb",  # not https
-        "myapp:/cb",  # not reverse-DNS
-        "javascript:alert(1)",
-        "com.example.app:/cb#frag",
-        "https:///cb",
-        "https://user:pw@app.example.com/cb",
-        "/relative/cb",
-        "com.example.app",
-        "Com.Example.App:/cb",
-    ],
-)
-def test_settings_refuse_other_redirect_uris(uri: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        _load(uri)
-    assert any(p.startswith("BFF_MOBILE_REDIRECT_URIS:") for p in info.value.problems)

@@ -1,6 +1,6 @@
 """Sessions on every Redis topology: a real 3-master Cluster and a real Sentinel setup on loopback ports.
 
-The shared store suite of :mod:`tests.test_store` runs again here against both (this module's ``store``
+The shared store suite of :mod:`tests.sessions.test_store` runs again here against both (this module's ``store``
 fixture replaces that module's), then the whole sign-in flow, and a Sentinel failover under traffic.
 """
 
@@ -27,7 +27,7 @@ from bff.sessions.manager import TOMBSTONE
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.redis_url import parse_redis_url
 from bff.sessions.store import KeyValueStore, refresh_lock_key, session_key
-from tests import test_store
+from tests.sessions import test_store
 from tests.support.redis_server import configured_url
 from tests.support.redis_topologies import ClusterSetup, SentinelSetup, wait_for
 from tests.support.stack import Stack
@@ -82,7 +82,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
     await s.aclose()
 
 
-# The shared suite: every test of tests/test_store.py that takes a `store` runs here once per topology.
+# The shared suite: every test of tests/sessions/test_store.py that takes a `store` runs here once per topology.
 for _name, _test in vars(test_store).items():
     if _name.startswith("test_") and "store" in inspect.signature(_test).parameters:
         globals()[_name] = _test
@@ -173,6 +173,7 @@ async def _sign_in_flow(stack: Stack, stored_value: Callable[[str], bytes | None
         assert info.status_code == 200
         assert info.json()["user"]["preferred_username"] == "guest"
         session_id = stack.services.session_codec.unsign(client.cookies[stack.settings.session_cookie_name])
+        assert session_id is not None
         assert await asyncio.to_thread(stored_value, session_key(session_id)) not in (None, TOMBSTONE)
         out = await client.post(f"{stack.url}/auth/logout", headers={**CSRF, "Origin": stack.url})
         assert out.status_code == 200
@@ -184,7 +185,8 @@ async def _sign_in_flow(stack: Stack, stored_value: Callable[[str], bytes | None
 async def test_sign_in_flow_on_cluster(cluster: ClusterSetup, make_stack: Callable[..., Stack]) -> None:
     def stored_value(key: str) -> bytes | None:
         with redis.Redis(port=cluster.owner(key)) as node:
-            return node.get(key)  # type: ignore[return-value]
+            value: bytes | None = node.get(key)
+            return value
 
     await _sign_in_flow(make_stack(redis_url=cluster.url), stored_value)
 
@@ -192,7 +194,8 @@ async def test_sign_in_flow_on_cluster(cluster: ClusterSetup, make_stack: Callab
 async def test_sign_in_flow_through_sentinel(sentinel: SentinelSetup, make_stack: Callable[..., Stack]) -> None:
     def stored_value(key: str) -> bytes | None:
         with redis.Redis(port=sentinel.current_master()) as master:
-            return master.get(key)  # type: ignore[return-value]
+            value: bytes | None = master.get(key)
+            return value
 
     await _sign_in_flow(make_stack(redis_url=sentinel.url), stored_value)
 
@@ -265,6 +268,7 @@ async def test_sentinel_failover_during_traffic_loses_no_session(
                     continue
                 assert final.status_code == 302 and final.headers["location"] == "/", (final.status_code, final.text)
                 late_id = stack.services.session_codec.unsign(late.cookies[stack.settings.session_cookie_name])
+                assert late_id is not None
                 with redis.Redis(port=new) as master:
                     assert master.exists(session_key(late_id)) == 1
                 break
@@ -331,7 +335,7 @@ async def test_the_url_parser_reads_any_encoded_password_and_ipv6_host_lists(mon
                 assert (kwargs["password"], kwargs["db"]) == (NASTY, 3)
                 assert store._redis.connection_pool.service_name == "my/master"  # type: ignore[union-attr]
             else:
-                assert store._redis.get_connection_kwargs()["password"] == NASTY  # type: ignore[union-attr]
+                assert store._redis.get_connection_kwargs()["password"] == NASTY
         finally:
             await store.aclose()
     assert parse_redis_url(f"redis://:{ENCODED}@h").username is None

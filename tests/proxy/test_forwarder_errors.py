@@ -1,4 +1,4 @@
-"""How the forwarder maps upstream, provider and Redis failures (contract §4.2)."""
+"""How the forwarder maps upstream, provider and Redis failures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bff.logs import JsonFormatter
 from tests.support.clock import Clock
 from tests.support.raw_http import connect, head
 from tests.support.redis_server import RedisServer, free_port
-from tests.support.stack import Stack
+from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
 
@@ -43,12 +43,12 @@ async def test_upstream_401_twice_ends_the_session(stack: Stack) -> None:
         assert (await client.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 401
 
 
-async def test_refused_refresh_deletes_the_session(make_stack: Any) -> None:
+async def test_refused_refresh_deletes_the_session(make_stack: MakeStack) -> None:
     clock = Clock()
     stack = make_stack(emulator_options={"access_token_ttl": 30}, clock=clock)
     async with stack.client() as client:
         await stack.login(client)
-        clock.offset += 20  # a 30 s token is refreshed half-way through its life
+        clock.advance(20)  # a 30 s token is refreshed half-way through its life
         await stack.emulator_control("POST", "config", json={"token_failure": "invalid_grant"})
         r = await client.get(f"{stack.url}/api/v1/integrations", headers=CSRF)
         assert r.status_code == 401 and r.json()["code"] == "session_expired"
@@ -57,12 +57,12 @@ async def test_refused_refresh_deletes_the_session(make_stack: Any) -> None:
         assert (await client.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 401
 
 
-async def test_provider_outage_during_refresh_keeps_the_session(make_stack: Any) -> None:
+async def test_provider_outage_during_refresh_keeps_the_session(make_stack: MakeStack) -> None:
     clock = Clock()
     stack = make_stack(emulator_options={"access_token_ttl": 30}, clock=clock)
     async with stack.client() as client:
         await stack.login(client)
-        clock.offset += 20
+        clock.advance(20)
         await stack.emulator_control("POST", "config", json={"token_failure": "unavailable"})
         r = await client.get(f"{stack.url}/api/v1/integrations", headers=CSRF)
         assert r.status_code == 502 and r.json()["code"] == "idp_unavailable"
@@ -83,7 +83,7 @@ async def test_upstream_429_passes_with_retry_after(stack: Stack) -> None:
         assert r.json()["error"] == "rate_limit_exceeded"  # the upstream's body, unchanged
 
 
-async def test_unreachable_upstream_is_502(make_stack: Any) -> None:
+async def test_unreachable_upstream_is_502(make_stack: MakeStack) -> None:
     stack = make_stack(data_api_url=f"http://127.0.0.1:{free_port()}/api")
     async with stack.client() as client:
         await stack.login(client)
@@ -93,7 +93,7 @@ async def test_unreachable_upstream_is_502(make_stack: Any) -> None:
         assert r.headers["content-type"] == "application/problem+json"
 
 
-async def test_slow_upstream_is_504(make_stack: Any) -> None:
+async def test_slow_upstream_is_504(make_stack: MakeStack) -> None:
     stack = make_stack(upstream_timeout=0.3)
     async with stack.client() as client:
         await stack.login(client)
@@ -103,7 +103,7 @@ async def test_slow_upstream_is_504(make_stack: Any) -> None:
         assert r.json()["code"] == "upstream_timeout"
 
 
-async def test_redis_down_is_503_and_service_recovers(make_stack: Any) -> None:
+async def test_redis_down_is_503_and_service_recovers(make_stack: MakeStack) -> None:
     redis = RedisServer().start()
     try:
         stack = make_stack(redis_url=redis.url)

@@ -9,7 +9,7 @@ import pytest
 
 from bff.sessions.cookie import SignedValueCodec
 from tests.support.idp_tamper import publish_test_key, resign_id_token
-from tests.support.stack import Stack
+from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
 
@@ -131,7 +131,7 @@ async def test_open_redirects_are_refused(stack: Stack, return_to: str) -> None:
         assert r.json()["code"] == "invalid_return_to"
 
 
-async def test_tampered_and_foreign_cookies_are_rejected(make_stack: Any) -> None:
+async def test_tampered_and_foreign_cookies_are_rejected(make_stack: MakeStack) -> None:
     old_key, new_key = "o" * 40, "n" * 40
     stack = make_stack(session_secrets=[new_key, old_key])
     name = stack.settings.session_cookie_name
