@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from joserfc.jwk import KeyParameters, RSAKey
 
+from bff_dev.emulator.keys import KeyStore
 from tests.support.redis_server import RedisServer, configured_url
 from tests.support.stack import Stack, start_stack
+
+_KEY_POOL_SIZE = 6
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulator_keys_from_a_pool() -> Iterator[None]:
+    """Every emulator (hundreds per run) signs with a key from a small pool made once per test process,
+    each under a fresh ``kid``, instead of generating a 2048-bit RSA key per emulator (~50 ms of CPU each).
+    Consecutive keys differ, so a rotation still changes the key material; the key store is unchanged."""
+    turn = itertools.cycle([KeyStore._generate() for _ in range(_KEY_POOL_SIZE)])
+
+    def from_pool() -> RSAKey:
+        parameters: KeyParameters = {"kid": "emu-" + secrets.token_hex(6), "use": "sig", "alg": "RS256"}
+        return RSAKey.import_key(next(turn).as_dict(private=True), parameters=parameters)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(KeyStore, "_generate", staticmethod(from_pool))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import httpx2
 import pytest
 
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
-from tests.support.processes import start_cluster
+from tests.support.processes import child_env, start_cluster
 from tests.support.redis_server import free_port
 from tests.support.servers import ServerThread
 
@@ -45,7 +45,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 20) -> h
 def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     # Output goes to a file, not a pipe: a chatty server must never block on a full pipe.
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(args, env=child_env(env), stdout=out, stderr=subprocess.STDOUT, text=True)
         proc.output = out  # type: ignore[attr-defined]
         try:
             yield proc
@@ -137,7 +137,7 @@ def test_serve_refuses_memory_store_with_several_workers() -> None:
         "BFF_ENCRYPTION_KEYS": "b" * 32,
     }
     result = subprocess.run(
-        [*BFF, "serve", "--workers", "2"], env=env, capture_output=True, text=True, timeout=30, check=False
+        [*BFF, "serve", "--workers", "2"], env=child_env(env), capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 1
     assert "memory://" in result.stderr
@@ -145,7 +145,7 @@ def test_serve_refuses_memory_store_with_several_workers() -> None:
 
 def test_serve_refuses_to_start_with_bad_settings() -> None:
     result = subprocess.run(
-        [*BFF, "serve"], env={"PATH": "/usr/bin"}, capture_output=True, text=True, timeout=30, check=False
+        [*BFF, "serve"], env=child_env({"PATH": "/usr/bin"}), capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 1
     assert "BFF_CLIENT_ID" in result.stderr
@@ -183,7 +183,9 @@ def test_serve_refuses_a_redis_url_it_cannot_read_without_echoing_it() -> None:
         "BFF_SESSION_SECRETS": "a" * 32,
         "BFF_ENCRYPTION_KEYS": "b" * 32,
     }
-    result = subprocess.run([*BFF, "serve"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [*BFF, "serve"], env=child_env(env), capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr and "percent-encode" in result.stderr
     assert "Sx7Q" not in result.stderr + result.stdout and "Wv3K" not in result.stderr + result.stdout
@@ -211,7 +213,7 @@ def test_a_failed_start_up_logs_the_exception_type_not_its_message(log_format: s
     # Starlette hands uvicorn the formatted traceback (lifespan.startup.failed), which uvicorn logs as is.
     result = subprocess.run(
         [sys.executable, "-c", _FAILING_START_UP, log_format, str(free_port())],
-        env={"PATH": os.environ.get("PATH", "/usr/bin")},
+        env=child_env({"PATH": os.environ.get("PATH", "/usr/bin")}),
         capture_output=True,
         text=True,
         timeout=30,

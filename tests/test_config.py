@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bff import cli
 from bff.config import ConfigError, Settings, load_settings
+from tests.support.processes import child_env
 
 GOOD = {
     "BFF_CLIENT_ID": "client",
@@ -89,26 +93,47 @@ def test_plain_http_refused_outside_dev_except_loopback() -> None:
     assert load_settings(dict(GOOD, BFF_ISSUER="http://127.0.0.1:9000/oidc")).issuer.startswith("http://127")
 
 
-def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _check_config_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``bff check-config`` as a process, with only ``env`` (and PATH) in its environment."""
     return subprocess.run(
         [sys.executable, "-m", "bff", "check-config"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin", **env},
+        env=child_env({"PATH": "/usr/bin", **env}),
         check=False,
     )
 
 
+CheckConfig = Callable[[dict[str, str]], subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def check_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CheckConfig:
+    """``bff check-config`` in this process (the same ``main`` the command runs; one test below runs the
+    real process), with only ``env`` among the ``BFF_*`` variables."""
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        for name in [n for n in os.environ if n.startswith("BFF_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = cli.main(["check-config"])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["bff", "check-config"], code, out.out, out.err)
+
+    return run
+
+
 def test_check_config_command_prints_every_problem_and_exits_1() -> None:
-    result = _check_config({})
+    result = _check_config_process({})
     assert result.returncode == 1
     for name in ("BFF_CLIENT_ID", "BFF_CLIENT_SECRET", "BFF_PUBLIC_URL", "BFF_REDIS_URL"):
         assert name in result.stderr
 
 
-def test_check_config_ok_hides_secrets() -> None:
-    result = _check_config(GOOD)
+def test_check_config_ok_hides_secrets(check_config: CheckConfig) -> None:
+    result = check_config(GOOD)
     assert result.returncode == 0, result.stderr
     assert "settings OK" in result.stdout
     assert "s3cr3t" not in result.stdout and "redispw" not in result.stdout
@@ -117,8 +142,8 @@ def test_check_config_ok_hides_secrets() -> None:
 @pytest.mark.parametrize(
     "url", ["redis+sentinel://:pw-secret-1@127.0.0.1:26379", "redis+cluster://:pw-secret-1@127.0.0.1:7000/3"]
 )
-def test_check_config_validates_redis_topology_urls_without_showing_them(url: str) -> None:
-    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
+def test_check_config_validates_redis_topology_urls_without_showing_them(url: str, check_config: CheckConfig) -> None:
+    result = check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr
     assert "pw-secret-1" not in result.stderr + result.stdout
@@ -200,8 +225,8 @@ def test_unknown_bff_variables_are_named_with_the_closest_known_one() -> None:
     ]
 
 
-def test_check_config_warns_about_unknown_names_without_values() -> None:
-    result = _check_config({**GOOD, "BFF_REDIS_UR": "redis://:typo-secret@h:6379"})
+def test_check_config_warns_about_unknown_names_without_values(check_config: CheckConfig) -> None:
+    result = check_config({**GOOD, "BFF_REDIS_UR": "redis://:typo-secret@h:6379"})
     assert result.returncode == 0, result.stderr  # a warning, not a failure
     assert "warning: BFF_REDIS_UR (did you mean BFF_REDIS_URL?) is not a bff setting" in result.stderr
     assert "typo-secret" not in result.stderr + result.stdout
@@ -222,17 +247,17 @@ def test_check_config_warns_about_unknown_names_without_values() -> None:
         "Sx7QWv3K@redis:6379",
     ],
 )
-def test_check_config_never_echoes_any_part_of_a_password(url: str) -> None:
-    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
+def test_check_config_never_echoes_any_part_of_a_password(url: str, check_config: CheckConfig) -> None:
+    result = check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 1
     assert "BFF_REDIS_URL" in result.stderr
     for part in ("Sx7Q", "Wv3K"):
         assert part not in result.stderr + result.stdout
 
 
-def test_check_config_accepts_a_percent_encoded_password_with_reserved_characters() -> None:
+def test_check_config_accepts_a_percent_encoded_password_with_reserved_characters(check_config: CheckConfig) -> None:
     url = "rediss+cluster://:Sx7Q%23%2F%3F%40Wv3K@10.0.0.1:7000,[::1]:7001"
-    result = _check_config({**GOOD, "BFF_REDIS_URL": url})
+    result = check_config({**GOOD, "BFF_REDIS_URL": url})
     assert result.returncode == 0, result.stderr
     assert "Sx7Q" not in result.stderr + result.stdout
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+import pytest
 
 from tests.adversarial.conftest import PrivateRedis
 from tests.support.processes import Cluster
@@ -98,6 +99,7 @@ async def test_login_flood_from_one_address_stores_at_most_a_burst(
     assert total <= admitted * 700 + 200
 
 
+@pytest.mark.slow
 async def test_the_limit_is_per_address_and_shared_by_replicas(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster]
 ) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
+import pytest
 
 from tests.adversarial.conftest import PrivateRedis, cookie_headers
 from tests.support.processes import Cluster, Replica, sign_in
@@ -45,6 +46,7 @@ async def _garbage_callback(client: httpx2.AsyncClient, replica: Replica, issuer
     return url, {"Cookie": f"bff-login={start.cookies['bff-login']}"}
 
 
+@pytest.mark.slow
 async def test_garbage_callbacks_spend_at_most_the_exchange_share(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster]
 ) -> None:
@@ -76,6 +78,7 @@ async def test_garbage_callbacks_spend_at_most_the_exchange_share(
     assert sum(_token_calls(stats, "authorization_code").values()) == 7
 
 
+@pytest.mark.slow
 async def test_provider_429_makes_every_replica_back_off(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster]
 ) -> None:

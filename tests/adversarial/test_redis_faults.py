@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import httpx2
+import pytest
 
 from tests.adversarial.conftest import PrivateRedis, cookie_headers
 from tests.support.processes import Cluster, sign_in
@@ -26,6 +27,7 @@ async def _timed(client: httpx2.AsyncClient, url: str, headers: dict[str, str]) 
     return time.monotonic() - started, response
 
 
+@pytest.mark.slow
 async def test_a_frozen_redis_costs_each_request_its_budget_and_no_more(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster]
 ) -> None:
@@ -51,10 +53,10 @@ async def test_a_frozen_redis_costs_each_request_its_budget_and_no_more(
             assert response.status_code == 503, response.text
             assert response.json()["code"] == "session_store_unavailable"
             assert response.headers["content-type"].startswith("application/problem+json")
-            assert elapsed < BUDGET + 1.0, elapsed
+            assert elapsed < BUDGET + 1.5, elapsed  # without the shared budget: ~4 s (two calls, 2 s each)
         for elapsed, response in ready_results:
             assert response.status_code == 503
-            assert elapsed < 1.0, elapsed
+            assert elapsed < 1.5, elapsed  # its deadline is 0.8 s; without one it would take the 2 s budget
         for elapsed, response in health_results:
             assert response.status_code == 200 and elapsed < 1.0
         # Redis is back: both replicas serve the same session again by themselves, within a few seconds.

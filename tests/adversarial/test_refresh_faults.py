@@ -35,6 +35,7 @@ def _refresh_calls(stats: dict[str, Any]) -> dict[str, int]:
     return dict(stats["token"].get("refresh_token", {}))
 
 
+@pytest.mark.slow
 async def test_a_refresh_answered_after_every_caller_gave_up_is_kept(
     replicas: Callable[..., Cluster], peek: Callable[[Cluster], Peek]
 ) -> None:
@@ -75,6 +76,7 @@ async def test_a_refresh_answered_after_every_caller_gave_up_is_kept(
     assert '"level": "error"' not in replica.output()
 
 
+@pytest.mark.slow
 async def test_a_late_refresh_failure_nobody_waits_for_logs_no_error(
     replicas: Callable[..., Cluster], peek: Callable[[Cluster], Peek]
 ) -> None:

@@ -60,6 +60,7 @@ async def _a_and_b(replicas: Callable[..., Cluster], relay: TcpRelay, **env: str
     return cluster
 
 
+@pytest.mark.slow
 async def test_a_silent_feed_stops_being_trusted_within_seconds(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster], relay: TcpRelay, peek: Callable[[Cluster], Peek]
 ) -> None:
@@ -91,6 +92,7 @@ async def test_a_silent_feed_stops_being_trusted_within_seconds(
     assert _stored(private_redis, peek(cluster).session_id(cookie)) == TOMBSTONE
 
 
+@pytest.mark.slow
 async def test_a_logout_racing_a_sliding_write_from_a_stale_copy_stays_a_logout(
     private_redis: PrivateRedis, replicas: Callable[..., Cluster], relay: TcpRelay, peek: Callable[[Cluster], Peek]
 ) -> None:

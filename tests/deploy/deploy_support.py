@@ -31,6 +31,19 @@ def venv_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+# libyaml's loader (PyYAML's C extension) when present: the chart tests parse rendered manifests hundreds of
+# times, and the pure-Python loader was most of their CPU.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader, just the C one
+
+
+def load_yaml_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=_LOADER))
+
+
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Helm's values merge: maps merge key by key, anything else (lists included) is replaced."""
     merged = copy.deepcopy(base)
@@ -44,8 +57,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def load_values(scenario: Path) -> dict[str, Any]:
     """The values a scenario renders with: chart defaults overlaid with the scenario file."""
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    return deep_merge(defaults, yaml.safe_load(scenario.read_text()) or {})
+    defaults = load_yaml((CHART / "values.yaml").read_text())
+    return deep_merge(defaults, load_yaml(scenario.read_text()) or {})
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,7 @@ class Helm:
     def template(self, *args: str, chart: Path = CHART) -> Rendered:
         result = self.run("template", RELEASE, str(chart), *args)
         assert result.returncode == 0, f"helm template {' '.join(args)} failed:\n{result.stderr}"
-        docs = tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+        docs = tuple(doc for doc in load_yaml_all(result.stdout) if doc)
         return Rendered(docs)
 
     def template_error(self, *args: str, chart: Path = CHART) -> str:

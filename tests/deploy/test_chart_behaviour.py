@@ -9,9 +9,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
-from tests.deploy.deploy_support import CHART, Helm, Rendered
+from tests.deploy.deploy_support import CHART, Helm, Rendered, load_yaml
 
 CI = CHART / "ci"
 DEFAULT = CI / "default-values.yaml"
@@ -242,7 +241,7 @@ def test_redis_egress_by_pod_selector_stays_in_the_namespace(helm: Helm) -> None
 
 
 def test_image_defaults_to_the_app_version(helm: Helm) -> None:
-    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    app_version = load_yaml((CHART / "Chart.yaml").read_text())["appVersion"]
     image = helm.template("-f", str(DEFAULT)).container["image"]
     assert image.endswith(f":{app_version}")
     digest = "sha256:" + "a" * 64
@@ -287,7 +286,7 @@ def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _notes(helm: Helm, chart: Path, scenario: Path) -> str:
     result = helm.run("template", "bff", str(chart), "-f", str(scenario), "--show-only", "templates/zz-notes.yaml")
     assert result.returncode == 0, result.stderr
-    notes: str = yaml.safe_load(result.stdout)["notes"]
+    notes: str = load_yaml(result.stdout)["notes"]
     return notes
 
 

@@ -7,9 +7,8 @@ import shlex
 import subprocess
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
 
-from tests.deploy.deploy_support import CHART, REPO, venv_tool
+from tests.deploy.deploy_support import CHART, REPO, load_yaml_all, venv_tool
 
 
 def _readme_install_args() -> list[str]:
@@ -31,6 +30,6 @@ def test_readme_helm_install_command_renders() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    kinds = {doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc}
+    kinds = {doc["kind"] for doc in load_yaml_all(result.stdout) if doc}
     assert {"Deployment", "Service", "Ingress", "ConfigMap"} <= kinds
     assert "Secret" not in kinds  # existing secrets only: the chart creates none

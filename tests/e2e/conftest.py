@@ -24,7 +24,7 @@ import httpx2
 import pytest
 import pytest_asyncio
 
-from tests.support.processes import wait_ready
+from tests.support.processes import child_env, wait_ready
 from tests.support.redis_server import free_port, stop_process
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def bff_dev() -> Iterator[DevServer]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bff", "dev", "--port", str(port)],
             cwd=ROOT,
-            env=env,
+            env=child_env(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

@@ -71,6 +71,7 @@ async def _expired_session(cluster: Cluster, *, token_delay: float) -> str:
     return cookie
 
 
+@pytest.mark.slow
 async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refresh(
     cluster_factory: ClusterFactory,
 ) -> None:
@@ -84,6 +85,7 @@ async def test_fifty_concurrent_calls_over_two_replicas_cause_exactly_one_refres
     await _grant_alive(cluster, cookie)
 
 
+@pytest.mark.slow
 async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_factory: ClusterFactory) -> None:
     # The lease (0.5 s) is renewed while the token call (2 s) is in flight, so no second redeem starts.
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="10")
@@ -95,6 +97,7 @@ async def test_slow_provider_longer_than_the_lease_still_one_redeem(cluster_fact
     await _grant_alive(cluster, cookie)
 
 
+@pytest.mark.slow
 async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="0.5", BFF_REFRESH_WAIT="0.5")
     cookie = await _expired_session(cluster, token_delay=2)
@@ -125,6 +128,7 @@ async def test_waiters_give_up_with_503_and_retry_after(cluster_factory: Cluster
     assert _redeems(await cluster.control("GET", "stats")) == {"success": 1}
 
 
+@pytest.mark.slow
 async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(BFF_REFRESH_LOCK_LEASE="1", BFF_REFRESH_WAIT="10")
     holder, survivor = cluster.replicas

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -27,6 +27,12 @@ from tests.support.servers import ServerThread
 
 CLIENT_ID = "bff-replicas"
 LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifetime=30 * 86400)  # bff's defaults
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a ``bff`` process a test starts: ``env``, plus what coverage needs to measure that
+    process too when the test command runs with ``--cov`` (``COVERAGE_PROCESS_CONFIG``; see pyproject.toml)."""
+    return {**env, **{k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}}
 
 
 def wait_ready(url: str, proc: subprocess.Popen[Any], output: Callable[[], str], *, what: str, timeout: float) -> None:
@@ -84,7 +90,7 @@ class Cluster:
         log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Replica.stop
         proc = subprocess.Popen(
             [sys.executable, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env={**self.env, "BFF_METRICS_PORT": str(metrics_port), **env},
+            env=child_env({**self.env, "BFF_METRICS_PORT": str(metrics_port), **env}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

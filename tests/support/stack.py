@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,17 +23,22 @@ from bff.services.container import Services
 from bff.sessions.store import KeyValueStore
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
 from tests.support.redis_server import free_port
-from tests.support.servers import ServerThread
+from tests.support.servers import ServerThread, stop_all
 
 CLIENT_ID = "bff-test"
 Rewriter = Callable[[httpx2.Request, httpx2.Response], httpx2.Response]
+
+
+# The provider is plain HTTP on loopback: one TLS context for every transport, instead of loading the CA
+# bundle again for each stack (~30 ms of CPU each, hundreds of stacks per run).
+_TLS = ssl.create_default_context()
 
 
 class RecordingTransport(httpx2.AsyncHTTPTransport):
     """Real HTTP, plus a log of (request, response body) and optional response rewriting per test."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(verify=_TLS)
         self.exchanges: list[tuple[httpx2.Request, bytes]] = []
         self.rewriters: list[Rewriter] = []
 
@@ -117,8 +123,7 @@ class Stack:
             return r.json() if r.content else None
 
     def stop(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
+        stop_all(self.servers)
 
 
 def start_stack(
