@@ -148,7 +148,8 @@ class TokenService:
                 raise self._busy()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
-        renewer = asyncio.create_task(self._renew(lock))
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(lock, done))
         try:
             # Read again under the lock: another replica may have refreshed between our read and the lock.
             current = await self._current(session_id)
@@ -157,9 +158,11 @@ class TokenService:
                 return current
             return await self._redeem(session_id, current)
         finally:
+            # The renewer stops at `done` as well as on cancel: a cancellation swallowed inside a store call (a
+            # client library's cleanup) must neither hang this refresh nor keep renewing the lock for ever.
+            done.set()
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await asyncio.wait({renewer}, timeout=self._lease)
             with contextlib.suppress(BffError):  # an unreleased lock simply runs out its lease
                 await lock.release()
 
@@ -174,9 +177,13 @@ class TokenService:
             raise session_expired()
         return current
 
-    async def _renew(self, lock: RefreshLock) -> None:
-        while True:
-            await asyncio.sleep(lock.lease / 3)
+    async def _renew(self, lock: RefreshLock, done: asyncio.Event) -> None:
+        """Extend the lock's lease every third of it until ``done``."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=lock.lease / 3)
+            if done.is_set():
+                return
             try:
                 if not await lock.renew():
                     log.warning("refresh lock lost while refreshing", extra={"outcome": "lock_lost"})

@@ -7,6 +7,7 @@ oidc-provider does), so a second redeem would show up as 401s and a dead grant, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +16,10 @@ from typing import Any
 import httpx2
 import pytest
 
+from bff.sessions.lock import RefreshLock
 from bff.sessions.store import refresh_lock_key
 from tests.support.processes import Cluster, cluster_sessions, expire_access_token, sign_in, start_cluster
+from tests.support.stack import MakeStack
 
 CSRF = {"X-CSRF": "1"}
 ClusterFactory = Callable[..., Cluster]  # start_cluster with the shared Redis; keywords are BFF_* overrides
@@ -159,6 +162,7 @@ async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: 
             ]
         )
         elapsed = time.monotonic() - started
+        lock_left = await store.get(lock)
     await store.aclose()
     await cluster.control("POST", "config", json={"token_delay_seconds": 0})
     # The survivor took over after the lease. Whether the killed holder's redeem had already reached the
@@ -169,4 +173,31 @@ async def test_killed_lock_holder_never_leaves_a_hang_or_a_500(cluster_factory: 
             assert r.json()["code"] == "session_expired"
     assert len({r.status_code for r in results}) == 1
     assert elapsed < 10
+    assert lock_left is None  # nobody renews a lock after its refresh ended
     del manager
+
+
+async def test_a_renewal_that_swallows_its_cancellation_does_not_hold_up_the_refresh(
+    make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen under load: a lock renewal in flight when the refresh ended ate the renewer's cancellation (inside
+    the store client), so the renewer ran on, the refresh never returned and the lock was renewed for ever.
+    The renewer now also stops at an event, and the refresh waits for it at most one lease."""
+
+    async def renew_eating_the_cancel(self: RefreshLock) -> bool:
+        with contextlib.suppress(asyncio.CancelledError):  # what a client library's cleanup may do with one
+            await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(RefreshLock, "renew", renew_eating_the_cancel)
+    stack = make_stack(emulator_options={"access_token_ttl": 2}, refresh_lock_lease=0.3, refresh_wait=5)
+    async with stack.client() as client:
+        await stack.login(client)
+        await stack.emulator_control("POST", "config", json={"token_delay_seconds": 0.4})  # renewals happen
+        await asyncio.sleep(1.1)  # past the refresh point of a 2 s token
+        started = time.monotonic()
+        r = await client.get(f"{stack.url}/api/v1/userinfo", headers=CSRF)
+        elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.text  # before the fix: 503 refresh_in_progress after refresh_wait (5 s)
+    assert elapsed < 2.5, elapsed
+    assert [b.get("refresh_token") is not None for b in stack.idp.token_responses()] == [True, True]
