@@ -16,6 +16,30 @@ from tests.support.stack import Stack, start_stack
 
 _KEY_POOL_SIZE = 6
 
+# Tests that run several `bff serve` processes against an emulator and assert how long things take. Under
+# `-n` (the test command) each group runs on one worker, one test at a time, so that at most two of them
+# share the machine's two cores at once; everything else spreads over the other workers.
+_PROCESS_GROUPS = {
+    "tests/adversarial/test_resurrection.py": "replicas-1",
+    "tests/adversarial/test_floods.py": "replicas-1",
+    "tests/adversarial/test_server_limits.py": "replicas-1",
+    "tests/adversarial/test_disconnects.py": "replicas-1",
+    "tests/adversarial/test_host_header.py": "replicas-1",
+    "tests/adversarial/test_signing_algs.py": "replicas-1",
+    "tests/adversarial/test_refresh_faults.py": "replicas-2",
+    "tests/adversarial/test_provider_budget.py": "replicas-2",
+    "tests/adversarial/test_redis_faults.py": "replicas-2",
+    "tests/adversarial/test_logout_faults.py": "replicas-2",
+    "tests/services/test_tokens.py": "replicas-2",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _PROCESS_GROUPS.get(item.nodeid.split("::")[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def emulator_keys_from_a_pool() -> Iterator[None]:

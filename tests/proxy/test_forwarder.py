@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.support.echo_upstream import echo_app
 from tests.support.servers import ServerThread
 from tests.support.stack import MakeStack, Stack
@@ -115,59 +113,60 @@ async def test_limit_management_is_off_without_admins(make_stack: MakeStack) -> 
         assert r.status_code == 403 and r.json()["code"] == "limit_management_disabled"
 
 
-@pytest.mark.parametrize(
-    ("query", "parameter"),
-    [
-        ({"page": "0"}, "page"),
-        ({"page": "-1"}, "page"),
-        ({"page": "1.5"}, "page"),
-        ({"page": "abc"}, "page"),
-        ({"pageSize": "0"}, "pageSize"),
-        ({"pageSize": "201"}, "pageSize"),
-        ({"searchedKey": "x" * 201}, "searchedKey"),
-        ({"searchedKey": "a\x00b"}, "searchedKey"),
-        ({"limit": "5"}, "limit"),
-        ({"page": ["1", "2"]}, "page"),
-    ],
-)
-async def test_integrations_query_validation(stack: Stack, query: dict[str, Any], parameter: str) -> None:
+# One stack for every case: each is refused before any upstream call, and the recorder is emptied between them.
+QUERY_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"page": "0"}, "page"),
+    ({"page": "-1"}, "page"),
+    ({"page": "1.5"}, "page"),
+    ({"page": "abc"}, "page"),
+    ({"pageSize": "0"}, "pageSize"),
+    ({"pageSize": "201"}, "pageSize"),
+    ({"searchedKey": "x" * 201}, "searchedKey"),
+    ({"searchedKey": "a\x00b"}, "searchedKey"),
+    ({"limit": "5"}, "limit"),
+    ({"page": ["1", "2"]}, "page"),
+]
+
+
+async def test_integrations_query_validation(stack: Stack) -> None:
     async with stack.client() as client:
         await stack.login(client)
-        await stack.emulator_control("DELETE", "requests")
-        r = await client.get(f"{stack.url}/api/v1/integrations", params=query, headers=CSRF)
-        assert r.status_code == 400
-        assert r.json()["code"] == "invalid_parameter"
-        assert r.json()["parameter"] == parameter
-        assert await _requests(stack) == []
+        for query, parameter in QUERY_CASES:
+            await stack.emulator_control("DELETE", "requests")
+            r = await client.get(f"{stack.url}/api/v1/integrations", params=query, headers=CSRF)
+            assert r.status_code == 400, (query, r.text)
+            assert r.json()["code"] == "invalid_parameter", query
+            assert r.json()["parameter"] == parameter, query
+            assert await _requests(stack) == [], query
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {},
-        {"transactionLimit": 0},
-        {"transactionLimit": -5},
-        {"transactionLimit": 1.5},
-        {"transactionLimit": "100"},
-        {"transactionLimit": True},
-        {"enableLimiter": "false"},
-        {"enableLimiter": 1},
-        {"transactionLimit": 10, "userId": "someone-else"},
-        [1, 2],
-    ],
-)
-async def test_limit_body_validation(stack: Stack, body: Any) -> None:
+BODY_CASES: list[Any] = [
+    {},
+    {"transactionLimit": 0},
+    {"transactionLimit": -5},
+    {"transactionLimit": 1.5},
+    {"transactionLimit": "100"},
+    {"transactionLimit": True},
+    {"enableLimiter": "false"},
+    {"enableLimiter": 1},
+    {"transactionLimit": 10, "userId": "someone-else"},
+    [1, 2],
+]
+
+
+async def test_limit_body_validation(stack: Stack) -> None:
     async with stack.client() as client:
         await stack.login(client, "admin")
-        await stack.emulator_control("DELETE", "requests")
-        r = await client.patch(
-            f"{stack.url}/api/developer/grants/cgrant_guest_demo/transaction-limit",
-            json=body,
-            headers={**CSRF, "Origin": stack.url},
-        )
-        assert r.status_code == 400, r.text
-        assert r.json()["code"] in ("invalid_parameter", "invalid_body")
-        assert await _requests(stack) == []
+        for body in BODY_CASES:
+            await stack.emulator_control("DELETE", "requests")
+            r = await client.patch(
+                f"{stack.url}/api/developer/grants/cgrant_guest_demo/transaction-limit",
+                json=body,
+                headers={**CSRF, "Origin": stack.url},
+            )
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["code"] in ("invalid_parameter", "invalid_body"), body
+            assert await _requests(stack) == [], body
 
 
 async def test_limit_body_must_be_json(stack: Stack) -> None:
@@ -181,38 +180,38 @@ async def test_limit_body_must_be_json(stack: Stack) -> None:
         assert r.status_code == 400 and r.json()["code"] == "invalid_body"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/api/v1/../developer/grants",
-        "/api/v1/%2e%2e/developer/grants",
-        "/api/developer/grants/a%2Fb/transaction-limit",
-        "/api/developer/grants/..%2F..%2Fv1%2Fuserinfo/transaction-limit",
-        "/api/developer/grants/a%5Cb/transaction-limit",
-        "/api//v1/integrations",
-        "/api/v1/./integrations",
-        "/api/v1/integrations%23frag",
-    ],
-)
-async def test_traversal_never_reaches_an_upstream(stack: Stack, path: str) -> None:
+TRAVERSAL_PATHS = [
+    "/api/v1/../developer/grants",
+    "/api/v1/%2e%2e/developer/grants",
+    "/api/developer/grants/a%2Fb/transaction-limit",
+    "/api/developer/grants/..%2F..%2Fv1%2Fuserinfo/transaction-limit",
+    "/api/developer/grants/a%5Cb/transaction-limit",
+    "/api//v1/integrations",
+    "/api/v1/./integrations",
+    "/api/v1/integrations%23frag",
+]
+
+
+async def test_traversal_never_reaches_an_upstream(stack: Stack) -> None:
     async with stack.client() as client:
         await stack.login(client, "admin")
-        await stack.emulator_control("DELETE", "requests")
-        # Sent raw (the "target" extension): the client must not normalise the path before the BFF sees it.
-        patch = "transaction-limit" in path
-        request = client.build_request(
-            "PATCH" if patch else "GET",
-            stack.url + "/api/v1/integrations",
-            headers={**CSRF, "Origin": stack.url},
-            json={"transactionLimit": 5} if patch else None,
-            extensions={"target": path.encode()},
-        )
-        r = await client.send(request)
-        # Refused before routing as non-canonical (routing would not resolve them either: defence in depth).
-        assert r.status_code == 400, r.text
-        assert r.headers["content-type"] == "application/problem+json"
-        assert r.json()["code"] == "invalid_path"
-        assert await _requests(stack) == []
+        for path in TRAVERSAL_PATHS:
+            await stack.emulator_control("DELETE", "requests")
+            # Sent raw (the "target" extension): the client must not normalise the path before the BFF sees it.
+            patch = "transaction-limit" in path
+            request = client.build_request(
+                "PATCH" if patch else "GET",
+                stack.url + "/api/v1/integrations",
+                headers={**CSRF, "Origin": stack.url},
+                json={"transactionLimit": 5} if patch else None,
+                extensions={"target": path.encode()},
+            )
+            r = await client.send(request)
+            # Refused before routing as non-canonical (routing would not resolve them either: defence in depth).
+            assert r.status_code == 400, (path, r.text)
+            assert r.headers["content-type"] == "application/problem+json", path
+            assert r.json()["code"] == "invalid_path", path
+            assert await _requests(stack) == [], path
 
 
 async def test_bad_grant_id_segment(stack: Stack) -> None:
@@ -274,20 +273,20 @@ async def test_head_on_an_api_route_is_405_not_500(stack: Stack) -> None:
         assert r.headers["allow"] == "GET"
 
 
-@pytest.mark.parametrize("suffix", ["%0A", "%0D", "%09", "%20"])
-async def test_grant_id_with_trailing_whitespace_never_reaches_the_upstream(stack: Stack, suffix: str) -> None:
+async def test_grant_id_with_trailing_whitespace_never_reaches_the_upstream(stack: Stack) -> None:
     # `$` in a Python regex also matches before a final newline: the check must use the whole value.
     async with stack.client() as client:
         await stack.login(client, "admin")
-        await stack.emulator_control("DELETE", "requests")
-        request = client.build_request(
-            "PATCH",
-            f"{stack.url}/api/v1/integrations",
-            headers={**CSRF, "Origin": stack.url},
-            json={"enableLimiter": True},
-            extensions={"target": f"/api/developer/grants/cgrant_guest_demo{suffix}/transaction-limit".encode()},
-        )
-        r = await client.send(request)
-        assert r.status_code == 400, r.text
-        assert r.json()["parameter"] == "grantId"
-        assert await _requests(stack) == []
+        for suffix in ("%0A", "%0D", "%09", "%20"):
+            await stack.emulator_control("DELETE", "requests")
+            request = client.build_request(
+                "PATCH",
+                f"{stack.url}/api/v1/integrations",
+                headers={**CSRF, "Origin": stack.url},
+                json={"enableLimiter": True},
+                extensions={"target": f"/api/developer/grants/cgrant_guest_demo{suffix}/transaction-limit".encode()},
+            )
+            r = await client.send(request)
+            assert r.status_code == 400, (suffix, r.text)
+            assert r.json()["parameter"] == "grantId", suffix
+            assert await _requests(stack) == [], suffix

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from bff.sessions.cookie import SignedValueCodec
 from tests.support.idp_tamper import publish_test_key, resign_id_token
@@ -14,10 +13,10 @@ from tests.support.stack import MakeStack, Stack
 CSRF = {"X-CSRF": "1"}
 
 
-async def _assert_no_session(stack: Stack, client: Any) -> None:
-    assert stack.settings.session_cookie_name not in client.cookies
+async def _assert_no_session(stack: Stack, client: Any, case: str = "") -> None:
+    assert stack.settings.session_cookie_name not in client.cookies, case
     r = await client.get(f"{stack.url}/auth/session", headers=CSRF)
-    assert r.status_code == 401
+    assert r.status_code == 401, (case, r.text)
 
 
 async def test_unknown_state_is_rejected(stack: Stack) -> None:
@@ -75,30 +74,40 @@ def _set(**values: Any):  # type: ignore[no-untyped-def]
     return lambda claims: claims.update(values)
 
 
-@pytest.mark.parametrize(
-    ("change", "kid"),
-    [
-        pytest.param(_set(aud="someone-else"), "test-tamper-key", id="wrong-aud"),
-        pytest.param(_set(iss="https://evil.example/oidc"), "test-tamper-key", id="wrong-iss"),
-        pytest.param(_set(nonce="not-the-nonce"), "test-tamper-key", id="wrong-nonce"),
-        pytest.param(lambda c: c.pop("nonce"), "test-tamper-key", id="missing-nonce"),
-        pytest.param(_set(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "test-tamper-key", id="expired"),
-        pytest.param(lambda c: None, "unknown-kid", id="unknown-key"),
-    ],
-)
-async def test_bad_id_tokens_are_rejected(stack: Stack, change: Any, kid: str) -> None:
-    if kid != "unknown-kid":
-        stack.idp.rewriters.append(publish_test_key)
-    stack.idp.rewriters.append(resign_id_token(change, kid=kid))
-    async with stack.client() as client:
-        callback, _ = await stack.authorize(client)
-        r = await client.get(callback)
-        assert r.status_code == 400, r.text
-        assert r.json()["code"] == "invalid_id_token"
-        await _assert_no_session(stack, client)
-    # The tokens that came with the bad ID token were revoked, not kept.
-    issued = stack.idp.token_responses()[-1]
-    assert (await stack.introspect(issued["refresh_token"]))["active"] is False
+# (case, change to the ID token's claims, kid it is re-signed under). The unknown key comes last: its
+# refetch of the JWKS (without the test key) is then the only one that does not publish the test key.
+BAD_ID_TOKENS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("wrong-aud", _set(aud="someone-else"), "test-tamper-key"),
+    ("wrong-iss", _set(iss="https://evil.example/oidc"), "test-tamper-key"),
+    ("wrong-nonce", _set(nonce="not-the-nonce"), "test-tamper-key"),
+    ("missing-nonce", lambda c: c.pop("nonce"), "test-tamper-key"),
+    ("expired", _set(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "test-tamper-key"),
+    ("unknown-key", lambda c: None, "unknown-kid"),
+]
+
+
+async def test_bad_id_tokens_are_rejected(stack: Stack) -> None:
+    """One stack for every case; each case has its own rewriters (removed after it) and a fresh browser."""
+    for case, change, kid in BAD_ID_TOKENS:
+        rewriters = list(stack.idp.rewriters)
+        if kid != "unknown-kid":
+            stack.idp.rewriters.append(publish_test_key)
+        stack.idp.rewriters.append(resign_id_token(change, kid=kid))
+        seen = len(stack.idp.token_responses())
+        try:
+            async with stack.client() as client:
+                callback, _ = await stack.authorize(client)
+                r = await client.get(callback)
+                assert r.status_code == 400, (case, r.text)
+                assert r.json()["code"] == "invalid_id_token", (case, r.text)
+                await _assert_no_session(stack, client, case)
+        finally:
+            stack.idp.rewriters[:] = rewriters
+        # The tokens that came with the bad ID token were revoked, not kept.
+        responses = stack.idp.token_responses()
+        assert len(responses) > seen, case
+        issued = responses[-1]
+        assert (await stack.introspect(issued["refresh_token"]))["active"] is False, case
 
 
 async def test_untampered_test_key_is_accepted(stack: Stack) -> None:
@@ -110,25 +119,25 @@ async def test_untampered_test_key_is_accepted(stack: Stack) -> None:
         assert (await client.get(callback)).status_code == 302
 
 
-@pytest.mark.parametrize(
-    "return_to",
-    [
-        "//evil.example",
-        "https://evil.example",
-        "/\\evil.example",
-        "%2F%2Fevil.example",
-        "/%2F/evil.example",
-        "/ok\r\nSet-Cookie: x=1",
-        "/tab\tx",
-        "javascript:alert(1)",
-        "evil.example",
-    ],
-)
-async def test_open_redirects_are_refused(stack: Stack, return_to: str) -> None:
-    async with stack.client() as client:
-        r = await client.get(f"{stack.url}/auth/login", params={"return_to": return_to})
-        assert r.status_code == 400
-        assert r.json()["code"] == "invalid_return_to"
+OPEN_REDIRECTS = [
+    "//evil.example",
+    "https://evil.example",
+    "/\\evil.example",
+    "%2F%2Fevil.example",
+    "/%2F/evil.example",
+    "/ok\r\nSet-Cookie: x=1",
+    "/tab\tx",
+    "javascript:alert(1)",
+    "evil.example",
+]
+
+
+async def test_open_redirects_are_refused(stack: Stack) -> None:
+    for return_to in OPEN_REDIRECTS:
+        async with stack.client() as client:
+            r = await client.get(f"{stack.url}/auth/login", params={"return_to": return_to})
+            assert r.status_code == 400, (return_to, r.text)
+            assert r.json()["code"] == "invalid_return_to", (return_to, r.text)
 
 
 async def test_tampered_and_foreign_cookies_are_rejected(make_stack: MakeStack) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.cookiejar
-import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +21,6 @@ import redis.asyncio as aioredis
 from starlette.datastructures import QueryParams
 
 from bff.errors import BadRequest
-from bff.logs import JsonFormatter, quiet_library_loggers
 from bff.routes.mobile import parse_login
 from bff.sessions.handoff import MobileLogin
 from bff.sessions.manager import TOMBSTONE
@@ -165,191 +163,31 @@ def test_parse_login_refuses_repeated_parameters(name: str) -> None:
     assert (refused.code, refused.extra) == ("invalid_request", {"parameter": name})
 
 
-@pytest.mark.parametrize(
-    ("change", "parameter"),
-    [
-        ({"code_challenge_method": "plain"}, "code_challenge_method"),
-        ({"code_challenge_method": ""}, "code_challenge_method"),
-        ({"code_challenge": "A" * 42}, "code_challenge"),
-        ({"code_challenge": "A" * 42 + "+"}, "code_challenge"),
-        ({"state": ""}, "state"),
-        ({"state": "a" * 513}, "state"),
-        ({"state": "tab\there"}, "state"),
-        ({"prompt": "none"}, "prompt"),
-        ({"prompt": "login none"}, "prompt"),
-    ],
-)
-def test_parse_login_names_the_bad_parameter(change: dict[str, str], parameter: str) -> None:
-    _, challenge = pkce()
-    refused = _refusal({**start_params(challenge), **change})
-    assert (refused.code, refused.extra) == ("invalid_request", {"parameter": parameter})
+START_PARAMETER_CASES: list[tuple[dict[str, str | None], str]] = [
+    ({"code_challenge_method": "plain"}, "code_challenge_method"),
+    ({"code_challenge_method": ""}, "code_challenge_method"),
+    ({"code_challenge": "A" * 42}, "code_challenge"),
+    ({"code_challenge": "A" * 42 + "+"}, "code_challenge"),
+    ({"state": ""}, "state"),
+    ({"state": "a" * 513}, "state"),
+    ({"state": "tab\there"}, "state"),
+    ({"prompt": "none"}, "prompt"),
+    ({"prompt": "login none"}, "prompt"),
+]
 
 
-# --- the whole native sequence --------------------------------------------------------------------------
-
-
-async def test_native_app_sequence(mobile_stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
-    stack = mobile_stack
-    caplog.set_level(logging.INFO)
-    caplog.set_level(logging.DEBUG, logger="bff")
-    quiet_library_loggers()
-    verifier, challenge = pkce()
-    cookie_name = stack.settings.session_cookie_name
-
-    async with stack.client() as browser:
-        callback = await sign_in_in_browser(stack, browser, challenge, state="xyz-42 /+=")
-        # The hand-off: the app's URI with a one-time code and the app's state, and nothing else.
-        params = app_redirect(callback)
-        assert set(params) == {"code", "state"}
-        assert params["state"] == "xyz-42 /+="
-        code = params["code"]
-        assert len(base64.urlsafe_b64decode(code + "==")) >= 16  # ≥ 128 bits
-        assert callback.headers["cache-control"] == "no-store"
-        assert callback.headers["referrer-policy"] == "no-referrer"
-        # No session cookie for the browser, and no Kryptos token anywhere in the redirect.
-        assert cookie_name not in callback.headers.get("set-cookie", "")
-        assert cookie_name not in browser.cookies
-        issued = stack.idp.issued_secrets()
-        assert issued and not any(t in callback.headers["location"] for t in issued)
-
-    async with app_client(stack) as app:
-        got = await exchange(app, stack, code, verifier)
-        assert got.status_code == 200, got.text
-        assert got.headers["cache-control"] == "no-store"
-        body = got.json()
-        assert set(body) == {"session_token", "expires_in", "token_type"}
-        assert body["token_type"] == "Session"
-        assert 0 < body["expires_in"] <= stack.settings.session_idle_timeout
-        token = body["session_token"]
-        assert not any(t in got.text or token in t for t in issued)
-        # The same signed opaque id as a cookie would carry: it names a session and reveals nothing else.
-        session_id = stack.services.session_codec.unsign(token)
-        assert session_id is not None
-
-        # API calls with the session token alone: no cookie, no X-CSRF.
-        me = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
-        assert me.status_code == 200, me.text
-        assert me.json()["user"]["preferred_username"] == "guest"
-        assert me.json()["expires_in"] > 0
-        userinfo = await app.get(f"{stack.url}/api/v1/userinfo", headers=session_header(token))
-        assert userinfo.status_code == 200, userinfo.text
-        assert not any(t in userinfo.text for t in issued)
-        integrations = await app.get(
-            f"{stack.url}/api/v1/integrations", params={"page": 1, "pageSize": 5}, headers=session_header(token)
-        )
-        assert integrations.status_code == 200, integrations.text
-
-        # Logout: tokens revoked at the provider, the session gone, no cookie to clear.
-        tokens = stack.idp.token_responses()[-1]
-        assert (await stack.introspect(tokens["access_token"]))["active"] is True
-        out = await app.post(f"{stack.url}/auth/logout", headers=session_header(token))
-        assert out.status_code == 200, out.text
-        assert out.json()["logout_url"].startswith(stack.emulator_config.issuer + "/session/end?")
-        assert "set-cookie" not in out.headers
-        assert (await stack.introspect(tokens["access_token"]))["active"] is False
-        assert (await stack.introspect(tokens["refresh_token"]))["active"] is False
-
-        # The token is dead everywhere.
-        after = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
-        assert after.status_code == 401 and after.json()["code"] == "session_expired"
-        after = await app.get(f"{stack.url}/api/v1/userinfo", headers=session_header(token))
-        assert after.status_code == 401
-        assert not app.cookies
-
-    # No code, verifier, session token or Kryptos token in any log record of the whole sequence.
-    secrets_seen = issued | {code, verifier, token, session_id}
-    formatter = JsonFormatter()
-    for record in caplog.records:
-        rendered = formatter.format(record) + " " + record.getMessage() + " " + repr(record.args)
-        for secret in secrets_seen:
-            assert secret not in rendered, f"a secret leaked into log record {record.name}: {record.msg}"
-
-
-async def test_app_link_with_a_query_and_a_json_exchange(mobile_stack: Stack) -> None:
-    stack = mobile_stack
-    verifier, challenge = pkce()
-    async with stack.client() as browser:
-        callback = await sign_in_in_browser(stack, browser, challenge, redirect_uri=LINK_URI)
-    # The registered query is kept and the hand-off parameters are appended with '&'.
-    assert callback.headers["location"].startswith(LINK_URI + "&code=")
-    params = app_redirect(callback, LINK_URI)
-    assert params["via"] == "bff" and params["state"] == "app-state-1"
-    async with app_client(stack) as app:
-        got = await app.post(
-            f"{stack.url}/auth/mobile/token",
-            json={"code": params["code"], "code_verifier": verifier, "redirect_uri": LINK_URI},
-        )
-        assert got.status_code == 200, got.text
-        token = got.json()["session_token"]
-        assert (await app.get(f"{stack.url}/auth/session", headers=session_header(token))).status_code == 200
-
-
-# --- the start: refused before anything is redirected to the app ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "redirect_uri",
-    [
-        "",
-        "com.example.app:/oauth2redirect/evil",  # a registered URI as a prefix
-        "com.example.app:/oauth2redirectx",
-        "com.example.app:/oauth2redirect?x=1",
-        "com.example.app:/oauth2redirect#frag",
-        "com.example.app:/oauth2redirect/",
-        "com.example.app:/oauth2redirect ",
-        "com.example.app:/oauth2redirect%2F",
-        "COM.EXAMPLE.APP:/oauth2redirect",  # case tricks
-        "com.example.app:/OAuth2Redirect",
-        "com.example.ap:/oauth2redirect",
-        "com.example.app.evil:/oauth2redirect",
-        "https://app.example.com/oauth/callback",  # the link without its registered query
-        "https://APP.example.com/oauth/callback?via=bff",
-        "https://app.example.com.evil.example/oauth/callback?via=bff",
-        "https://app.example.com/oauth/callback?via=bff&x=1",
-        "https://evil.example/",
-    ],
-)
-async def test_unregistered_redirect_uri_is_refused_without_a_redirect(mobile_stack: Stack, redirect_uri: str) -> None:
+async def test_start_parameters_are_checked(mobile_stack: Stack) -> None:
     _, challenge = pkce()
     async with mobile_stack.client() as browser:
-        r = await browser.get(
-            f"{mobile_stack.url}/auth/login", params=start_params(challenge, redirect_uri=redirect_uri)
-        )
-    assert r.status_code == 400
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["code"] == "invalid_redirect_uri"
-    assert "location" not in r.headers
-
-
-@pytest.mark.parametrize(
-    ("change", "parameter"),
-    [
-        ({"code_challenge_method": "plain"}, "code_challenge_method"),
-        ({"code_challenge_method": None}, "code_challenge_method"),
-        ({"code_challenge_method": "s256"}, "code_challenge_method"),
-        ({"code_challenge": None}, "code_challenge"),
-        ({"code_challenge": "A" * 42}, "code_challenge"),
-        ({"code_challenge": "A" * 44}, "code_challenge"),
-        ({"code_challenge": "A" * 42 + "="}, "code_challenge"),
-        ({"code_challenge": "A" * 42 + "\n"}, "code_challenge"),
-        ({"state": None}, "state"),
-        ({"state": ""}, "state"),
-        ({"state": "a" * 513}, "state"),
-        ({"state": "line\nbreak"}, "state"),
-        ({"state": "caf\u00e9"}, "state"),
-    ],
-)
-async def test_start_parameters_are_checked(mobile_stack: Stack, change: dict[str, str | None], parameter: str) -> None:
-    _, challenge = pkce()
-    params: dict[str, str | None] = {**start_params(challenge), **change}
-    async with mobile_stack.client() as browser:
-        r = await browser.get(
-            f"{mobile_stack.url}/auth/login", params={k: v for k, v in params.items() if v is not None}
-        )
-    assert r.status_code == 400, r.text
-    assert r.json()["code"] == "invalid_request"
-    assert r.json()["parameter"] == parameter
-    assert "location" not in r.headers
+        for change, parameter in START_PARAMETER_CASES:
+            params: dict[str, str | None] = {**start_params(challenge), **change}
+            r = await browser.get(
+                f"{mobile_stack.url}/auth/login", params={k: v for k, v in params.items() if v is not None}
+            )
+            assert r.status_code == 400, (change, r.text)
+            assert r.json()["code"] == "invalid_request", change
+            assert r.json()["parameter"] == parameter, change
+            assert "location" not in r.headers, change
 
 
 async def test_repeated_parameters_and_unknown_clients_are_refused(mobile_stack: Stack) -> None:
@@ -362,16 +200,19 @@ async def test_repeated_parameters_and_unknown_clients_are_refused(mobile_stack:
         assert other.status_code == 400 and other.json()["code"] == "invalid_parameter"
 
 
-@pytest.mark.parametrize("prompt", ["none", "none login", ["login", "none"]])
-async def test_silent_sign_in_is_refused_for_private_use_schemes(mobile_stack: Stack, prompt: str | list[str]) -> None:
+async def test_silent_sign_in_is_refused_for_private_use_schemes(mobile_stack: Stack) -> None:
     # RFC 8252 §8.6: another app claiming com.example.app could start this itself and be approved silently.
     _, challenge = pkce()
+    prompts: list[str | list[str]] = ["none", "none login", ["login", "none"]]
     async with mobile_stack.client() as browser:
-        r = await browser.get(f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "prompt": prompt})
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert (r.json()["code"], r.json()["parameter"]) == ("invalid_request", "prompt")
-    assert "location" not in r.headers
+        for prompt in prompts:
+            r = await browser.get(
+                f"{mobile_stack.url}/auth/login", params={**start_params(challenge), "prompt": prompt}
+            )
+            assert r.status_code == 400, (prompt, r.text)
+            assert r.headers["content-type"] == "application/problem+json", prompt
+            assert (r.json()["code"], r.json()["parameter"]) == ("invalid_request", "prompt"), prompt
+            assert "location" not in r.headers, prompt
 
 
 async def test_silent_sign_in_is_allowed_for_https_app_links_and_other_prompts(mobile_stack: Stack) -> None:
@@ -565,31 +406,29 @@ async def test_cookie_authenticated_requests_still_need_x_csrf(mobile_stack: Sta
         assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "authorization",
-    [
-        ["Session not-a-token"],
-        ["Session"],
-        ["session  x y"],
-        ["Session a.b", "Session c.d"],
-        ["Basic eA==", "Session x"],
-    ],
-)
-async def test_invalid_session_header_never_falls_back_to_the_cookie(
-    mobile_stack: Stack, authorization: list[str]
-) -> None:
+INVALID_SESSION_HEADERS = [
+    ["Session not-a-token"],
+    ["Session"],
+    ["session  x y"],
+    ["Session a.b", "Session c.d"],
+    ["Basic eA==", "Session x"],
+]
+
+
+async def test_invalid_session_header_never_falls_back_to_the_cookie(mobile_stack: Stack) -> None:
     stack = mobile_stack
-    async with stack.client() as browser:
-        await stack.login(browser, "guest")
-        assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
-        headers = [("Authorization", value) for value in authorization]
-        for path in ("/auth/session", "/api/v1/userinfo"):
-            r = await browser.get(f"{stack.url}{path}", headers=[*headers, ("X-CSRF", "1")])
-            assert r.status_code == 401, (path, r.text)
-        r = await browser.post(f"{stack.url}/auth/logout", headers=headers)
-        assert r.status_code == 200 and r.json()["logout_url"] is None
-        # The cookie's session was not touched by that logout.
-        assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
+    for authorization in INVALID_SESSION_HEADERS:
+        async with stack.client() as browser:  # a new browser (and session) per header
+            await stack.login(browser, "guest")
+            assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200
+            headers = [("Authorization", value) for value in authorization]
+            for path in ("/auth/session", "/api/v1/userinfo"):
+                r = await browser.get(f"{stack.url}{path}", headers=[*headers, ("X-CSRF", "1")])
+                assert r.status_code == 401, (authorization, path, r.text)
+            r = await browser.post(f"{stack.url}/auth/logout", headers=headers)
+            assert r.status_code == 200 and r.json()["logout_url"] is None, authorization
+            # The cookie's session was not touched by that logout.
+            assert (await browser.get(f"{stack.url}/auth/session", headers=CSRF)).status_code == 200, authorization
 
 
 async def test_session_scheme_is_case_insensitive(mobile_stack: Stack) -> None:

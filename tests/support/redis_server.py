@@ -7,6 +7,7 @@ when the test session ends.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import shutil
@@ -28,8 +29,21 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
-_handed_out: set[int] = set()
+# The ports this process handed out most recently: never handed out again while their servers may still be
+# starting (a port is only checked to bind, and a server binds some time after it is chosen).
+_handed_out: collections.deque[int] = collections.deque(maxlen=128)
 _PORT_FLOOR = 20000
+_WORKER_SLICES = 8  # pytest-xdist workers gw0..gw7 each pick from their own part of the range
+
+
+def _worker_range(low: int, high: int) -> tuple[int, int]:
+    """This test process's part of [low, high): parallel workers (``-n``) never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return low, high
+    width = (high - low) // _WORKER_SLICES
+    start = low + (int(worker[2:]) % _WORKER_SLICES) * width
+    return start, start + width
 
 
 def free_port() -> int:
@@ -38,14 +52,16 @@ def free_port() -> int:
     A port the kernel picks with ``bind(0)`` comes from the ephemeral range, which is also where every
     outgoing connection (to Redis, to the emulator) takes its local port: between picking and binding,
     a client socket can take it and the server fails with "address already in use". So pick outside
-    that range, below it with room for a Redis Cluster bus port (port + 10000), never twice in one
-    process, and check the port binds. Falls back to ``bind(0)`` where the ephemeral range leaves no room.
+    that range, below it with room for a Redis Cluster bus port (port + 10000), in this worker's own
+    slice of it (so parallel workers never race for one port), never twice in one process (recently), and check
+    the port binds. Falls back to ``bind(0)`` where the ephemeral range leaves no room.
     """
     low, _ = _ephemeral_range()
     ceiling = low - 10000
+    floor, ceiling = _worker_range(_PORT_FLOOR, ceiling) if ceiling > _PORT_FLOOR else (_PORT_FLOOR, ceiling)
     rng = random.Random()
-    for _ in range(200 if ceiling > _PORT_FLOOR else 0):
-        port = rng.randrange(_PORT_FLOOR, ceiling)
+    for _ in range(200 if ceiling > floor else 0):
+        port = rng.randrange(floor, ceiling)
         if port in _handed_out:
             continue
         with socket.socket() as s:
@@ -53,7 +69,7 @@ def free_port() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        _handed_out.add(port)
+        _handed_out.append(port)
         return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
