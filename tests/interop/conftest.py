@@ -8,9 +8,12 @@ its own.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,15 @@ def oidc_provider_package() -> Path:
     if shutil.which("node") is None:
         pytest.skip("node is not installed: the oidc-provider interop suite needs Node.js 20+")
     installed = HERE / "node_modules" / "oidc-provider" / "package.json"
+    # Test workers (-n) start together: one installs, the others wait for it on a lock, then find it done.
+    lock_path = Path(tempfile.gettempdir()) / f"bff-interop-npm-{hashlib.sha256(bytes(HERE)).hexdigest()[:12]}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install(installed)
+    return HERE / "node_modules"
+
+
+def _install(installed: Path) -> None:
     if not installed.exists():
         npm = shutil.which("npm")
         if npm is None:
@@ -63,7 +75,6 @@ def oidc_provider_package() -> Path:
             if any(marker in output for marker in _NETWORK_ERRORS):
                 pytest.skip(f"npm registry unreachable, oidc-provider not installed:\n{output}")
             raise RuntimeError(f"npm ci failed in {HERE}:\n{output}")
-    return HERE / "node_modules"
 
 
 @dataclass
