@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from joserfc.jwk import KeyParameters, RSAKey
 
+from bff.sessions.memory_store import MemoryStore
+from bff.sessions.redis_store import RedisStore
+from bff.sessions.store import KeyValueStore
 from bff_dev.emulator.keys import KeyStore
 from tests.support.redis_server import RedisServer, configured_url
 from tests.support.stack import Stack, start_stack
@@ -68,6 +71,15 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[KeyValueStore]:
+    """Both stores behind the one protocol: each test that asks for ``store`` runs on the in-process store and
+    on a real Redis."""
+    s: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url(redis_url)
+    yield s
+    await s.aclose()
 
 
 @pytest.fixture

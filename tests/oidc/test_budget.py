@@ -8,23 +8,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 
 import pytest
 
 from bff.errors import IdpBusy
 from bff.oidc.budget import ProviderBudget, parse_retry_after
-from bff.sessions.memory_store import MemoryStore
-from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[KeyValueStore]:
-    s: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url(redis_url)
-    yield s
-    await s.aclose()
 
 
 def test_retry_after_parsing_is_bounded() -> None:

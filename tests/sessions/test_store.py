@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -11,7 +10,6 @@ import redis.asyncio as aioredis
 from bff.errors import SessionStoreUnavailable
 from bff.sessions import LoginState, Session, SessionManager
 from bff.sessions.crypto import Keyring
-from bff.sessions.memory_store import MemoryStore
 from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore, session_key
@@ -21,13 +19,6 @@ LIFETIMES = Lifetimes(idle_timeout=1800, max_lifetime=86400, refresh_token_lifet
 
 
 START = 1_800_000_000.0  # a fixed time, so stored times compare exactly
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[KeyValueStore]:
-    s: KeyValueStore = MemoryStore() if request.param == "memory" else RedisStore.from_url(redis_url)
-    yield s
-    await s.aclose()
 
 
 def _session(now: float, **changes: object) -> Session:
