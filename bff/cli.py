@@ -8,7 +8,6 @@ import contextlib
 import functools
 import importlib
 import logging
-import socket
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -129,27 +128,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ),
         )
     return 0
-
-
-def _loopback_sockets(port: int) -> list[socket.socket]:
-    """Listen on 127.0.0.1 and, when the machine has it, ::1, so http://localhost works either way."""
-    socks = []
-    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        try:
-            # IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on only for sockets that say so, and
-            # without it every kept-alive response waited ~40 ms for delayed ACKs.
-            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((addr, port))
-        except OSError:
-            sock.close()
-            if family == socket.AF_INET:
-                raise
-            continue
-        socks.append(sock)
-    return socks
 
 
 def _dev_tools(command: str) -> ModuleType | None:
