@@ -76,14 +76,15 @@ class LoginService:
     ) -> str:
         """Store the login state of a new sign-in and return the provider's authorization URL."""
         auth = await self._oidc.authorization_request(login_hint=login_hint, prompt=prompt)
-        await self._limits.start_login(binding_hash(binding_id), auth.state, new_binding=new_binding)
+        browser = binding_hash(binding_id)
+        await self._limits.start_login(browser, auth.state, new_binding=new_binding)
         await self._sessions.save_login_state(
             auth.state,
             LoginState(
                 code_verifier=auth.code_verifier,
                 nonce=auth.nonce,
                 return_to=return_to,
-                binding_hash=binding_hash(binding_id),
+                binding_hash=browser,
                 redirect_uri=self._settings.redirect_uri,
                 issuer=self._settings.issuer,
                 created_at=self._sessions.clock(),
