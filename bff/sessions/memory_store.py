@@ -19,6 +19,8 @@ class MemoryStore:
         self._sets: dict[str, tuple[set[str], float]] = {}
         self._buckets: dict[str, float] = {}  # rate-limit key → the bucket's theoretical arrival time (GCRA)
         self._windows: dict[str, tuple[dict[str, float], float]] = {}  # key → ({member: added at}, expires at)
+        self._hashes: dict[str, dict[str, bytes]] = {}
+        self._schedules: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._data)})"
@@ -53,6 +55,8 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
         self._sets.pop(key, None)
+        self._hashes.pop(key, None)
+        self._schedules.pop(key, None)
 
     # No awaits inside these: on one event loop each runs to completion, which makes them atomic.
 
@@ -92,6 +96,29 @@ class MemoryStore:
         members, expires = self._sets.get(key, (set(), 0.0))
         return sorted(members) if expires > self._clock() else []
 
+    async def index_remove(self, key: str, member: str) -> None:
+        members, _ = self._sets.get(key, (set(), 0.0))
+        members.discard(member)
+
+    async def hash_set(self, key: str, field: str, value: bytes) -> None:
+        self._hashes.setdefault(key, {})[field] = value
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]:
+        return dict(self._hashes.get(key, {}))
+
+    async def hash_delete(self, key: str, field: str) -> None:
+        self._hashes.get(key, {}).pop(field, None)
+
+    async def schedule(self, key: str, member: str, at: float) -> None:
+        self._schedules.setdefault(key, {})[member] = at
+
+    async def due(self, key: str, until: float, *, limit: int) -> list[str]:
+        entries = sorted((at, member) for member, at in self._schedules.get(key, {}).items() if at <= until)
+        return [member for _, member in entries[:limit]]
+
+    async def unschedule(self, key: str, member: str) -> None:
+        self._schedules.get(key, {}).pop(member, None)
+
     async def publish(self, channel: str, message: bytes) -> None:
         return None  # one process: nobody else to tell
 
@@ -105,6 +132,8 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._data.clear()
         self._sets.clear()
+        self._hashes.clear()
+        self._schedules.clear()
 
     # -- abuse limits (bff.services.ratelimit): RedisStore's scripts, on this store's clock. No awaits, so each is
     # atomic on the one event loop; entries that no longer matter are swept as the maps grow.

@@ -251,6 +251,39 @@ class RedisStore:
             members = await self._redis.hkeys(key)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
+    async def index_remove(self, key: str, member: str) -> None:
+        async with self._guarded():
+            await self._redis.hdel(key, member)
+
+    async def hash_set(self, key: str, field: str, value: bytes) -> None:
+        async with self._guarded():
+            await self._redis.hset(key, field, value)
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]:
+        async with self._guarded():
+            items = await self._redis.hgetall(key)
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): (v if isinstance(v, bytes) else str(v).encode())
+            for k, v in items.items()
+        }
+
+    async def hash_delete(self, key: str, field: str) -> None:
+        async with self._guarded():
+            await self._redis.hdel(key, field)
+
+    async def schedule(self, key: str, member: str, at: float) -> None:
+        async with self._guarded():
+            await self._redis.zadd(key, {member: at})
+
+    async def due(self, key: str, until: float, *, limit: int) -> list[str]:
+        async with self._guarded():
+            members = await self._redis.zrangebyscore(key, "-inf", until, start=0, num=limit)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def unschedule(self, key: str, member: str) -> None:
+        async with self._guarded():
+            await self._redis.zrem(key, member)
+
     async def publish(self, channel: str, message: bytes) -> None:
         async with self._guarded():
             await self._redis.publish(channel, message)

@@ -46,6 +46,24 @@ class KeyValueStore(Protocol):
 
     async def index_members(self, key: str) -> list[str]: ...
 
+    async def index_remove(self, key: str, member: str) -> None:
+        """Take ``member`` out of the set at ``key``."""
+
+    async def hash_set(self, key: str, field: str, value: bytes) -> None:
+        """Set one field of the hash at ``key`` (no TTL: kept until removed)."""
+
+    async def hash_get_all(self, key: str) -> dict[str, bytes]: ...
+
+    async def hash_delete(self, key: str, field: str) -> None: ...
+
+    async def schedule(self, key: str, member: str, at: float) -> None:
+        """Put ``member`` in the schedule at ``key`` (a sorted set, no TTL) for time ``at``, or move it there."""
+
+    async def due(self, key: str, until: float, *, limit: int) -> list[str]:
+        """Up to ``limit`` members of the schedule at ``key`` due at or before ``until``, earliest first."""
+
+    async def unschedule(self, key: str, member: str) -> None: ...
+
     async def publish(self, channel: str, message: bytes) -> None:
         """Tell every other process sharing this store (best effort, at most once)."""
 
@@ -110,6 +128,34 @@ def provider_session_index_key(sid: str) -> str:
 
 
 SESSION_EVENTS_CHANNEL = "bff:session-events"  # a session changed or ended: drop any cached copy
+
+
+# Kryptos Connect grants (bff.sessions.connect). A grant record is named by its handle, the digest of the random
+# reference the browser's grant cookie holds; the other keys let bff find a record by the grant id (revocation
+# by an administrator) or by the OpenID subject it is bound to, and name every grant's last use (the idle
+# sweep). The grant id is not a credential (it acts only with the client secret), so it may appear in clear.
+
+
+def connect_grant_key(handle: str) -> str:
+    return f"bff:cg:{{{handle}}}"
+
+
+def connect_grant_id_key(grant_id: str) -> str:
+    return f"bff:cg-id:{{{_digest(grant_id)}}}"
+
+
+def connect_subject_key(sub: str) -> str:
+    return f"bff:cg-sub:{{{_digest(sub)}}}"
+
+
+CONNECT_LAST_USE_KEY = "bff:cg-last-use"  # schedule: "<handle> <grant id>" scored by the grant's last use
+CONNECT_SWEEP_LOCK_KEY = "bff:cg-sweep-lock"  # one replica sweeps idle grants at a time
+GRANT_FACTS_KEY = "bff:grant-facts"  # hash: grant id → what transaction-limit answers told us (not secret)
+
+
+def connect_reference_handle(reference: str) -> str:
+    """What Redis may know of a grant cookie's reference: its digest (like :func:`session_handle`)."""
+    return _digest(reference)
 
 
 def logout_token_key(jti: str) -> str:
