@@ -157,7 +157,8 @@ class SessionManager:
         # Indexes for back-channel logout (by `sub`, by the provider's `sid`), holding handles (digests). The
         # index lives as long as the longest session in it; members of ended sessions point at nothing.
         handle = session_handle(session_id)
-        await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.lifetimes.max_lifetime)
+        if session.sub:  # a Connect-only session has no subject to be logged out by
+            await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.lifetimes.max_lifetime)
         if session.oidc_sid:
             await self._store.index_add(
                 provider_session_index_key(session.oidc_sid), handle, ttl=self.lifetimes.max_lifetime

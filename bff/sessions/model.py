@@ -78,6 +78,8 @@ class Session:
     oidc_sid: str | None = None  # the provider's session id (`sid` claim), for back-channel logout
     # When to refresh: 60 s before expiry, or half-way through a token that lives less than two minutes.
     access_refresh_at: float | None = None
+    # The Kryptos Connect grant this session uses for data calls (its handle, bff.sessions.connect), if any.
+    connect: str | None = None
     # The stored record this copy was read from (SHA-1 of its bytes; not serialised). An update is written
     # only while the store still holds exactly that record; "" for a session not stored yet.
     version: str = field(default="", compare=False, repr=False)
@@ -117,6 +119,31 @@ class Session:
             oidc_sid=oidc_sid,
         )
 
+    @classmethod
+    def connected_only(cls, grant_handle: str, *, now: float, lifetimes: Lifetimes) -> Session:
+        """A session with a Kryptos Connect grant and no OpenID Connect sign-in (a Guest's browser).
+
+        It has no subject and no tokens of its own; it ends by idleness or at the usual absolute end, and the
+        grant outlives it (the grant cookie, :mod:`bff.routes.connect`)."""
+        return cls(
+            sub="",
+            claims={},
+            access_token="",
+            access_expires_at=now,
+            refresh_token=None,
+            refresh_expires_at=None,
+            scope="",
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + lifetimes.max_lifetime,
+            logout_csrf=secrets.token_urlsafe(16),
+            connect=grant_handle,
+        )
+
+    @property
+    def signed_in_with_oidc(self) -> bool:
+        return bool(self.sub)
+
     def refreshed(self, tokens: GrantedTokens, *, issued_at: float, now: float, lifetimes: Lifetimes) -> Session:
         """This session with the tokens of a refresh requested at ``issued_at``."""
         expires_at = issued_at + tokens.expires_in
@@ -145,24 +172,24 @@ class Session:
         return replace(self, **changes)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "u": self.sub,
-                "c": self.claims,
-                "a": self.access_token,
-                "ae": self.access_expires_at,
-                "r": self.refresh_token,
-                "re": self.refresh_expires_at,
-                "s": self.scope,
-                "ca": self.created_at,
-                "ls": self.last_seen_at,
-                "ex": self.expires_at,
-                "lo": self.logout_csrf,
-                "sid": self.oidc_sid,
-                "ar": self.access_refresh_at,
-            },
-            separators=(",", ":"),
-        ).encode()
+        record: dict[str, Any] = {
+            "u": self.sub,
+            "c": self.claims,
+            "a": self.access_token,
+            "ae": self.access_expires_at,
+            "r": self.refresh_token,
+            "re": self.refresh_expires_at,
+            "s": self.scope,
+            "ca": self.created_at,
+            "ls": self.last_seen_at,
+            "ex": self.expires_at,
+            "lo": self.logout_csrf,
+            "sid": self.oidc_sid,
+            "ar": self.access_refresh_at,
+        }
+        if self.connect is not None:  # only when there is one: bytes per session count
+            record["cg"] = self.connect
+        return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Session | None:
@@ -182,6 +209,7 @@ class Session:
                 logout_csrf=d["lo"],
                 oidc_sid=d.get("sid"),
                 access_refresh_at=None if d.get("ar") is None else float(d["ar"]),
+                connect=d.get("cg"),
             )
         except (ValueError, KeyError, TypeError):
             return None

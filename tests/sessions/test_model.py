@@ -235,3 +235,16 @@ def test_login_states_round_trip_and_malformed_ones_are_none() -> None:
     assert LoginState.from_bytes(plain.to_bytes()) == plain and plain.extra == {}
     for data in (b"", b"{}", b"[1]", b'{"v":"x","n":"n","rt":"/","b":"b","ru":"r","i":"i","ca":"later"}'):
         assert LoginState.from_bytes(data) is None
+
+
+def test_a_connect_only_session_round_trips_and_names_its_grant() -> None:
+    session = Session.connected_only("h" * 40, now=1000.0, lifetimes=LIFETIMES)
+    assert not session.signed_in_with_oidc and session.connect == "h" * 40
+    assert session.expires_at == 1000.0 + DAY and session.refresh_token is None and session.access_token == ""
+    assert Session.from_bytes(session.to_bytes()) == session
+    assert json.loads(session.to_bytes())["cg"] == "h" * 40
+    # A signed-in session names no grant unless it has one: no bytes spent on it.
+    signed_in = _signed_in(_tokens())
+    assert signed_in.signed_in_with_oidc and "cg" not in json.loads(signed_in.to_bytes())
+    with_grant = signed_in.with_changes(connect="g" * 40)
+    assert Session.from_bytes(with_grant.to_bytes()) == with_grant
