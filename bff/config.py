@@ -20,6 +20,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DEFAULT_SCOPES = "openid profile email offline_access integrations:read users:read"
+# The 12 scopes every Kryptos client gets by default: what the Connect widget asks for unless told otherwise.
+CONNECT_DEFAULT_SCOPES = (
+    "openid profile offline_access email portfolios:read transactions:read integrations:read tax:read "
+    "accounting:read reports:read workspace:read users:read"
+)
 DEV_PUBLIC_URL = "http://localhost:8000"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -29,6 +34,7 @@ _SECRET_FIELDS = ("client_secret", "session_secrets", "encryption_keys", "redis_
 # Settings that are comma-separated lists in the environment.
 _LIST_FIELDS = (
     "scopes",
+    "connect_scopes",
     "session_secrets",
     "encryption_keys",
     "admin_subjects",
@@ -139,6 +145,12 @@ class Settings(BaseModel):
     scopes: tuple[str, ...] = tuple(DEFAULT_SCOPES.split())
     data_api_url: str = "https://connect.kryptos.io/api"
     connect_api_url: str = "https://connect-api.kryptos.io"
+    # The Kryptos Connect widget (bff.services.connect): the scopes a link token asks for; how long a grant may go
+    # unused before bff revokes it at Kryptos and forgets it (also the lifetime of the browser's grant cookie,
+    # which browsers cap at 400 days); how long a /connect/status answer is reused.
+    connect_scopes: tuple[str, ...] = tuple(CONNECT_DEFAULT_SCOPES.split())
+    connect_idle_timeout: int = Field(400 * 86400, ge=3600)
+    connect_status_cache_seconds: float = Field(30.0, ge=0, le=300)
     redis_url: SecretStr = SecretStr("memory://")
     redis_tls_ca_file: str | None = None
     session_secrets: tuple[SecretStr, ...] = ()
@@ -184,6 +196,7 @@ class Settings(BaseModel):
     rate_limit_callback: int = Field(30, ge=0)
     rate_limit_mobile_token: int = Field(30, ge=0)
     rate_limit_backchannel: int = Field(300, ge=0)
+    rate_limit_connect: int = Field(30, ge=0)  # /connect/link-token and /connect/exchange together
     # Sign-ins one browser (its login-binding cookie) may have pending at once.
     pending_logins_per_browser: int = Field(10, ge=2)
     # The provider's quota per client id, shared by every replica (Kryptos: 100 token-endpoint calls a
@@ -235,6 +248,13 @@ class Settings(BaseModel):
     def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if "openid" not in value:
             raise ValueError("must include 'openid'")
+        return value
+
+    @field_validator("connect_scopes")
+    @classmethod
+    def _connect_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(s.isascii() and s.isprintable() and '"' not in s and "\\" not in s for s in value):
+            raise ValueError("must be space-separated scope names")
         return value
 
     @field_validator("session_secrets", "encryption_keys")
@@ -291,6 +311,11 @@ class Settings(BaseModel):
         return "__Host-bff-login" if self.secure_cookies else "bff-login"
 
     @property
+    def connect_cookie_name(self) -> str:
+        """The browser's handle on its Kryptos Connect grant (bff.routes.connect), apart from the session's."""
+        return "__Host-bff-connect" if self.secure_cookies else "bff-connect"
+
+    @property
     def effective_allowed_origins(self) -> frozenset[str]:
         return frozenset(self.allowed_origins or (self.public_url,))
 
@@ -332,7 +357,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev: bool = False
             continue
         value = value.strip()
         if name in _LIST_FIELDS:
-            sep = None if name == "scopes" else ","
+            sep = None if name in ("scopes", "connect_scopes") else ","
             raw[name] = [v.strip() for v in value.split(sep) if v.strip()]
             if not raw[name] and name in _KEY_FIELDS:
                 problems.append(f"{var}: holds no key; give at least one (comma-separated, newest first)")

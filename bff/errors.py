@@ -9,10 +9,11 @@ before routing (the edge middleware, the HTTP protocol) render the same classes 
     ├── BadRequest (400)              invalid_request, invalid_parameter, invalid_body, invalid_path,
     │   │                             invalid_return_to, invalid_state, login_binding_mismatch, issuer_mismatch,
     │   │                             login_failed, invalid_grant, invalid_redirect_uri, mobile_disabled,
-    │   │                             invalid_logout_request
+    │   │                             invalid_logout_request, public_token_used, public_token_expired,
+    │   │                             invalid_public_token
     │   ├── InvalidIdToken            invalid_id_token
     │   └── InvalidLogoutToken        invalid_logout_token (with the OAuth ``error`` member)
-    ├── NotAuthenticated (401)        not_authenticated, session_expired
+    ├── NotAuthenticated (401)        not_authenticated, session_expired, connect_revoked
     ├── TokenRejected (401)           token_rejected: the provider refused a grant; callers translate it
     ├── Forbidden (403)               forbidden, limit_management_disabled
     │   ├── CsrfRequired              csrf_required
@@ -22,7 +23,7 @@ before routing (the edge middleware, the HTTP protocol) render the same classes 
     ├── RequestTimeout (408)          request_timeout
     ├── RateLimited (429)             rate_limited
     ├── HeaderFieldsTooLarge (431)    request_header_fields_too_large
-    ├── BadGateway (502)              upstream_unavailable
+    ├── BadGateway (502)              upstream_unavailable, connect_failed
     │   └── IdpUnavailable            idp_unavailable
     ├── ServiceUnavailable (503)      service_unavailable, refresh_in_progress
     │   ├── SessionStoreUnavailable   session_store_unavailable
@@ -205,6 +206,12 @@ class GatewayTimeout(BffError):
 def session_expired() -> NotAuthenticated:
     """The one answer for "you were signed in, and that session has ended"."""
     return NotAuthenticated("The session has ended; sign in again.", code="session_expired")
+
+
+def connect_revoked() -> NotAuthenticated:
+    """The one answer for "the Kryptos Connect grant this browser used is gone" (disconnected here, revoked
+    by an administrator or at Kryptos): connect again."""
+    return NotAuthenticated("The Kryptos connection was revoked; connect your accounts again.", code="connect_revoked")
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:

@@ -63,6 +63,11 @@ idp_busy = Counter(
     "Provider calls not made: the budget was spent or a 429 said wait",
     ["call", "reason"],
 )
+connect_grants = Counter(
+    "bff_connect_grants_total",
+    "Kryptos Connect grants: stored, revoked (here or by an administrator), gone (revoked elsewhere), swept (idle)",
+    ["event"],
+)
 idp_rate_limited = Counter("bff_idp_rate_limited_total", "429 answers from the identity provider", ["call"])
 build_info = Gauge("bff_build_info", "Build information", ["version"], multiprocess_mode="max")
 build_info.labels(version=__version__).set(1)

@@ -21,14 +21,12 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from bff import metrics
-from bff.config import Settings
-from bff.errors import BadRequest, Forbidden, MethodNotAllowed, session_expired
+from bff.errors import BadRequest, MethodNotAllowed, session_expired
 from bff.proxy.routes import ROUTES, ForwardRoute
 from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, validate_query
 from bff.services.container import Services
 from bff.services.upstream import Answer, Upstream
-from bff.sessions import Session
-from bff.web.request import BodyTooLarge, media_type, read_limited, require_session, services
+from bff.web.request import BodyTooLarge, media_type, read_limited, require_admin, require_session, services
 
 # Request headers the SPA may pass on; everything else is dropped (allow-list, not deny-list).
 _FORWARD_UP = ("accept", "accept-language", "accept-encoding", "content-type")
@@ -44,7 +42,7 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
     current = await require_session(request)
     state = request.scope["state"]
     if route.access == "admin":
-        _check_admin(svc.settings, current.session)
+        require_admin(svc, current.session)
     path_params = validate_path(route, request.path_params)
     query = validate_query(route, request.query_params)
     raw_body = await _read_body(request) if _has_body(request) else b""
@@ -54,6 +52,8 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
     url = upstream.bases[route.upstream] + route.upstream_path.format(**path_params)
     target = URL(f"{url}?{urlencode(query)}" if query else url, encoded=True)
     headers = {k: request.headers[k] for k in _FORWARD_UP if k in request.headers}
+    if route.grant_facts is not None:
+        headers.pop("accept-encoding", None)  # bff reads this answer: it must come back unencoded
     headers.update(svc.client_headers)
     headers["X-Request-ID"] = state.get("request_id", "")
     if body is not None:
@@ -61,6 +61,16 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
 
     session = current.session
     send = functools.partial(upstream.send, route.upstream, route.method, target, headers, body)
+    if route.credentials == "user_token" and session.connect:
+        # A Kryptos Connect grant (bff.services.connect): a 15-year token, never refreshed.
+        handle, grant = await svc.connect.credential(current.id, session)
+        headers["Authorization"] = f"Bearer {grant.access_token}"
+        answer = await send()
+        if answer.status == 401:
+            answer.release()
+            raise await svc.connect.rejected(current.id, session, handle, grant)
+        state["upstream_status"] = answer.status
+        return await _to_response(answer)
     if route.credentials == "user_token":
         session = await svc.tokens.fresh(current.id, session)
         headers["Authorization"] = f"Bearer {session.access_token}"
@@ -77,7 +87,25 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
             metrics.sessions_ended.labels(reason="upstream_401").inc()
             raise session_expired()
     state["upstream_status"] = answer.status
+    if route.grant_facts is not None:
+        return await _with_grant_facts(svc, route, path_params, answer)
     return await _to_response(answer)
+
+
+async def _with_grant_facts(
+    svc: Services, route: ForwardRoute, path_params: dict[str, str], answer: Answer
+) -> Response:
+    """The administrator's grant routes: learn each grant's kind and limit from the transaction-limit answers,
+    and show what was learned in the grant list (Kryptos's list carries neither)."""
+    headers = _response_headers(answer)
+    headers.pop("content-encoding", None)
+    status = answer.status
+    raw = await Upstream.read(answer)
+    if route.grant_facts == "learn":
+        await svc.connect.learn_limit(path_params["grantId"], status, raw)
+    elif status == 200:
+        raw = await svc.connect.annotate_grants(raw)
+    return Response(raw, status_code=status, headers=headers)
 
 
 def proxy_routes(routes: tuple[ForwardRoute, ...] = ROUTES) -> list[Route]:
@@ -102,13 +130,6 @@ class _Endpoint:
         request = Request(scope, receive)
         response = await forward(services(request), request, entry)
         await response(scope, receive, send)
-
-
-def _check_admin(settings: Settings, session: Session) -> None:
-    if not settings.admin_subjects:
-        raise Forbidden("Transaction-limit management is turned off on this server.", code="limit_management_disabled")
-    if session.sub not in settings.admin_subjects:
-        raise Forbidden("Only administrators may do this.", code="forbidden")
 
 
 def _has_body(request: Request) -> bool:

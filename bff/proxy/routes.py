@@ -31,16 +31,21 @@ class ForwardRoute:
     path: str  # local path; `{name}` segments must match `path_params[name]`
     upstream: Upstream
     upstream_path: str  # path under the upstream base, with the same `{name}` segments
-    # user_token: the session's access token as a bearer, plus the client headers; client: the client headers only
+    # user_token: the session's credential as a bearer (its Kryptos Connect grant's token when it has one, else
+    # its OpenID Connect access token), plus the client headers; client: the client headers only
     credentials: Literal["user_token", "client"]
     access: Literal["signed_in", "admin"] = "signed_in"  # who may call: any signed-in user, or admins only
     query: tuple[Field, ...] = ()
     body: tuple[Field, ...] | None = None  # None: the route takes no body
     body_requires_one: bool = False  # at least one body field must be present
     path_params: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    # The administrator's grant routes: "learn" remembers what a transaction-limit answer says of the grant,
+    # "annotate" adds it to the grant list (bff.services.connect).
+    grant_facts: Literal["annotate", "learn"] | None = None
 
 
 GRANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+RESOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # integration and sync-job ids: one plain path segment
 
 ROUTES: tuple[ForwardRoute, ...] = (
     ForwardRoute(
@@ -63,12 +68,29 @@ ROUTES: tuple[ForwardRoute, ...] = (
         credentials="user_token",
     ),
     ForwardRoute(
+        method="POST",
+        path="/api/v1/integrations/{integrationId}/resync",
+        upstream="data",
+        upstream_path="/v1/integrations/{integrationId}/resync",
+        credentials="user_token",
+        path_params={"integrationId": RESOURCE_ID},
+    ),
+    ForwardRoute(
+        method="GET",
+        path="/api/v1/sync/{jobId}",
+        upstream="data",
+        upstream_path="/v1/sync/{jobId}",
+        credentials="user_token",
+        path_params={"jobId": RESOURCE_ID},
+    ),
+    ForwardRoute(
         method="GET",
         path="/api/developer/grants",
         upstream="connect",
         upstream_path="/token/grants",
         credentials="client",
         access="admin",
+        grant_facts="annotate",
     ),
     ForwardRoute(
         method="PATCH",
@@ -80,5 +102,6 @@ ROUTES: tuple[ForwardRoute, ...] = (
         body=(Field("transactionLimit", "int", minimum=1, maximum=2**53 - 1), Field("enableLimiter", "bool")),
         body_requires_one=True,
         path_params={"grantId": GRANT_ID},
+        grant_facts="learn",
     ),
 )

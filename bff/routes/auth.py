@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from bff.errors import BadRequest, BffError
+from bff.errors import BadRequest, BffError, NotAuthenticated
 from bff.routes import mobile
 from bff.sessions.cookie import new_session_id
 from bff.sessions.handoff import MobileLogin
@@ -84,6 +84,7 @@ async def login(request: Request) -> Response:
 
 async def callback(request: Request) -> Response:
     svc = services(request)
+    s = svc.settings
     await svc.limits.check(client_address(request), "callback")  # first: a refused callback consumes nothing
     login_state = await svc.login.take_state(request.query_params.get("state") or "")
     svc.login.check_binding(login_state, svc.binding_codec.unsign(request.cookies.get(svc.settings.login_cookie_name)))
@@ -100,9 +101,12 @@ async def callback(request: Request) -> Response:
         if app is not None:
             return mobile.error_redirect(app, error)
         return RedirectResponse(f"/?login_error={error}", status_code=302, headers=_NO_STORE)
+    previous = None if app is not None else svc.session_codec.unsign(request.cookies.get(s.session_cookie_name))
+    # The new session uses the grant this browser's previous session had, or one bound to the user. (The
+    # grant cookie is SameSite=Strict: it does not come along on the provider's cross-site redirect.)
+    await svc.connect.adopt(finished.session_id, previous)
     if app is not None:
         return mobile.handoff_redirect(app, await svc.handoffs.issue(finished.session_id, app))
-    previous = svc.session_codec.unsign(request.cookies.get(svc.settings.session_cookie_name))
     if previous is not None:
         await svc.login.replace(previous)
     response = RedirectResponse(login_state.return_to, status_code=302, headers=_NO_STORE)
@@ -113,6 +117,8 @@ async def callback(request: Request) -> Response:
 async def session_info(request: Request) -> Response:
     svc = services(request)
     s = (await require_session(request)).session
+    if not s.signed_in_with_oidc:  # a Connect-only session (bff.routes.connect): nobody is signed in
+        raise NotAuthenticated("Sign in first.", code="not_authenticated")
     now = svc.sessions.clock()
     remaining = max(0, int(svc.sessions.remaining(s, now)))
     body: dict[str, Any] = {

@@ -22,12 +22,14 @@ from bff.errors import BffError
 from bff.logs import flush_logs
 from bff.oidc.budget import ProviderBudget
 from bff.oidc.client import OidcClient
+from bff.services.connect import ConnectService
 from bff.services.login import LoginService
 from bff.services.ratelimit import RateLimits
 from bff.services.tokens import TokenService
 from bff.services.upstream import Upstream
 from bff.sessions import SessionManager
 from bff.sessions.cache import SessionCache
+from bff.sessions.connect import ConnectGrants
 from bff.sessions.cookie import SignedValueCodec
 from bff.sessions.crypto import Keyring
 from bff.sessions.handoff import HandoffStore
@@ -53,6 +55,8 @@ class Services:
     upstream: Upstream
     handoffs: HandoffStore
     limits: RateLimits  # per client address and per browser (bff.services.ratelimit)
+    connect: ConnectService  # the Kryptos Connect widget flow and the grants it leaves (bff.services.connect)
+    connect_codec: SignedValueCodec  # the grant cookie
     client_headers: dict[str, str]  # X-Client-Id and X-Client-Secret, sent on every Kryptos API call
 
     def __repr__(self) -> str:
@@ -67,6 +71,16 @@ def build_store(settings: Settings) -> KeyValueStore:
     return RedisStore.from_url(
         settings.redis_url.get_secret_value(), ca_file=settings.redis_tls_ca_file, timeout=settings.redis_timeout
     )
+
+
+async def _sweep_idle_grants_forever(connect: ConnectService, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            while await connect.sweep_idle() > 0:
+                pass  # a full batch: there may be more
+        except BffError as exc:
+            log.warning("idle connect grants not swept; next round later", extra={"reason": exc.code})
 
 
 async def _load_metadata_forever(oidc: OidcClient) -> None:
@@ -107,6 +121,10 @@ async def open_services(
     sessions = SessionManager(store, keyring, lifetimes=Lifetimes.from_settings(settings), clock=clock, cache=cache)
     limits = RateLimits(store, settings)
     upstream = Upstream(settings)
+    client_headers = {"X-Client-Id": settings.client_id, "X-Client-Secret": settings.client_secret.get_secret_value()}
+    connect = ConnectService(
+        settings, upstream, ConnectGrants(store, keyring, clock), sessions, store, client_headers=client_headers
+    )
     services = Services(
         settings=settings,
         sessions=sessions,
@@ -118,10 +136,9 @@ async def open_services(
         upstream=upstream,
         handoffs=HandoffStore(store, keyring, clock),
         limits=limits,
-        client_headers={
-            "X-Client-Id": settings.client_id,
-            "X-Client-Secret": settings.client_secret.get_secret_value(),
-        },
+        connect=connect,
+        connect_codec=SignedValueCodec(signing, salt="bff.connect-grant"),
+        client_headers=client_headers,
     )
     # One quick attempt at start-up (so a healthy deployment is ready at once), then keep trying in the
     # background: a provider that is briefly down must not crash-loop the pods.
@@ -130,6 +147,8 @@ async def open_services(
     background = [
         asyncio.create_task(_load_metadata_forever(oidc)),
         asyncio.create_task(sessions.follow_changes()),
+        # Idle grants are looked for every hour (or a 24th of the idle timeout, when that is shorter).
+        asyncio.create_task(_sweep_idle_grants_forever(connect, min(3600.0, settings.connect_idle_timeout / 24))),
     ]
     try:
         yield services

@@ -174,8 +174,10 @@ class LoginService:
     async def end(self, session_id: str, session: Session) -> str | None:
         """Sign out: end the session everywhere, revoke its tokens; the provider's end-session URL, if any."""
         await self._sessions.delete(session_id)
-        await self.revoke(session.refresh_token, session.access_token)
         log.info("session ended by logout")
+        if not session.signed_in_with_oidc:
+            return None  # a Connect-only session: nothing to revoke, nobody signed in at the provider
+        await self.revoke(session.refresh_token, session.access_token)
         try:
             return await self._oidc.end_session_url()
         except BffError:

@@ -5,12 +5,13 @@ Each is shared by all replicas through the store (one small script on one key in
 
 * **Per client address** (:class:`RateLimits`): the anonymous endpoints that write to Redis or call the
   provider (``/auth/login`` for browsers and apps, ``/auth/callback``, ``/auth/mobile/token``,
-  ``/auth/backchannel-logout``) each admit ``BFF_RATE_LIMIT_<ENDPOINT>`` requests per minute from one
-  address, in bursts of up to the same number (a GCRA bucket, timed by Redis's clock). The check is the
-  first thing each handler does, so a refused request (429 ``rate_limited``) writes nothing but its bucket
-  and calls no provider. The address is the one :mod:`bff.web.forwarded` resolved (``BFF_TRUSTED_PROXIES``);
-  IPv6 clients count per /64, the smallest block one subscriber is usually given. Key names hash the
-  address together with the deployment's public URL, so deployments sharing a Redis keep apart.
+  ``/auth/backchannel-logout``, and ``/connect/link-token`` with ``/connect/exchange`` as one) each admit
+  ``BFF_RATE_LIMIT_<ENDPOINT>`` requests per minute from one address, in bursts of up to the same number (a
+  GCRA bucket, timed by Redis's clock). The check is the first thing each handler does, so a refused request
+  (429 ``rate_limited``) writes nothing but its bucket and calls no provider. The address is the one
+  :mod:`bff.web.forwarded` resolved (``BFF_TRUSTED_PROXIES``); IPv6 clients count per /64, the smallest block
+  one subscriber is usually given. Key names hash the address together with the deployment's public URL, so
+  deployments sharing a Redis keep apart.
 * **Per browser**: at most ``BFF_PENDING_LOGINS_PER_BROWSER`` sign-ins pending for one login-binding cookie
   (a sliding window as long as a login state lives; a sign-in that reaches the callback leaves it).
 
@@ -28,7 +29,7 @@ from bff.errors import RateLimited, retry_after_header
 from bff.sessions.manager import LOGIN_STATE_TTL
 from bff.sessions.store import KeyValueStore, pending_logins_key, rate_limit_key
 
-Endpoint = Literal["login", "callback", "mobile_token", "backchannel_logout"]
+Endpoint = Literal["login", "callback", "mobile_token", "backchannel_logout", "connect"]
 
 
 class RateLimits:
@@ -42,6 +43,7 @@ class RateLimits:
             "callback": settings.rate_limit_callback,
             "mobile_token": settings.rate_limit_mobile_token,
             "backchannel_logout": settings.rate_limit_backchannel,
+            "connect": settings.rate_limit_connect,
         }
         self._pending = settings.pending_logins_per_browser
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from bff.errors import BadRequest, NotAuthenticated, session_expired
+from bff.errors import BadRequest, Forbidden, NotAuthenticated, session_expired
 from bff.services.container import Services
 from bff.sessions import Session
 
@@ -100,6 +100,14 @@ async def require_session(request: Request) -> CurrentSession:
     if request.scope["state"].get("session_ended"):
         raise session_expired()
     raise NotAuthenticated("Sign in first.", code="not_authenticated")
+
+
+def require_admin(svc: Services, session: Session) -> None:
+    """403 unless the session's subject is in ``BFF_ADMIN_SUBJECTS`` (the administrator-only routes)."""
+    if not svc.settings.admin_subjects:
+        raise Forbidden("Grant administration is turned off on this server.", code="limit_management_disabled")
+    if not session.sub or session.sub not in svc.settings.admin_subjects:
+        raise Forbidden("Only administrators may do this.", code="forbidden")
 
 
 def set_session_cookie(response: Response, svc: Services, session_id: str) -> None:

@@ -122,6 +122,13 @@ class Stack:
             r.raise_for_status()
             return r.json() if r.content else None
 
+    def add_replica(self) -> str:
+        """Another bff process-alike (its own app, caches and connections) on the same Redis and emulator;
+        returns its URL. Cookies are per host, not per port, so one client's cookies reach both."""
+        replica = ServerThread(create_app(self.settings, idp_transport=RecordingTransport()), port=free_port())
+        self.servers.append(replica.start())
+        return replica.url
+
     def stop(self) -> None:
         stop_all(self.servers)
 
