@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bff_dev.emulator import connect_api, control, data_api, oidc
+from bff_dev.emulator import connect_api, control, data_api, oidc, widget
 from bff_dev.emulator.config import EmulatorConfig
 from bff_dev.emulator.pages import logo_svg
 from bff_dev.emulator.state import ROOT_PATH_KEY, EmulatorState
@@ -69,7 +69,7 @@ def create_emulator_app(config: EmulatorConfig, *, http_client: httpx2.AsyncClie
             Route("/", _index, methods=["GET"]),
             Mount("/oidc", routes=oidc.routes),
             Mount("/api", routes=data_api.routes),
-            Mount("/connect", routes=connect_api.routes),
+            Mount("/connect", routes=[*widget.routes, *connect_api.routes]),
             Mount("/_emulator", routes=control.routes),
             Route("/logos/{provider}.svg", _logo, methods=["GET"]),
         ],

@@ -2,7 +2,8 @@
 
 Everything here is plain data handed to `create_emulator_app`; the running state lives in `state.py`.
 The defaults mirror what the Kryptos docs describe (24 h access tokens, 30-day refresh tokens, 10 min
-codes) and seed the users the demo and the tests rely on.
+codes) and seed the users the demo and the tests rely on. Users created in the Connect widget
+(`widget.py`) are `EmulatorUser`s too, made at run time.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ OTHER_CLIENT_ID = "kryptos-other-app"
 PLATFORM_DEFAULT_TRANSACTION_LIMIT = 100_000
 # The Developer Portal caps the workspace default (not the per-user override) at this value.
 WORKSPACE_DEFAULT_CAP = 100_000
+# The default limit of Guests created in the widget: low enough that their starter integrations
+# (`seed.widget_integrations`, 1,970 api transactions, one source alone 1,250) cross it at once.
+WIDGET_GUEST_TRANSACTION_LIMIT = 1_000
 
 
 @dataclass
@@ -86,6 +90,7 @@ class EmulatorUser:
     role: str = "owner"
     updated_at: int = 1_735_689_600
     integrations: list[SeedIntegration] = field(default_factory=list)
+    created_in_widget: bool = False  # made by the Connect widget's Guest or email login, not seeded
 
     @property
     def is_guest(self) -> bool:
@@ -170,6 +175,11 @@ class EmulatorConfig:
     # default decides.
     workspace_transaction_limit: int | None = None
     workspace_enable_limiter: bool | None = None
+    # What the workspace default is, for Guests created in the widget, while the workspace default above
+    # (or its `/_emulator/config` replacement) sets nothing: it stands in for a partner who set the
+    # Developer Portal's "limit for every new Guest user" without changing the seeded Guests' 100,000.
+    # None: widget Guests resolve like seeded ones.
+    widget_guest_transaction_limit: int | None = WIDGET_GUEST_TRANSACTION_LIMIT
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")

@@ -1,5 +1,5 @@
 """Test and development controls under `/_emulator`: inspect requests and counters, inject faults, rotate
-keys, trigger back-channel logout, expire tokens and mint tokens without a browser.
+keys, trigger back-channel logout, expire tokens, mint tokens without a browser and move the clock.
 
 Always on: the emulator exists only for development and tests. Everything a test needs from the state is
 reachable here over HTTP, because tests often run the emulator in another thread or process.
@@ -17,9 +17,9 @@ from starlette.routing import Route
 
 from bff_dev.emulator.backchannel import end_sessions, send_logouts
 from bff_dev.emulator.config import DEFAULT_SCOPES, WORKSPACE_DEFAULT_CAP
-from bff_dev.emulator.integrations import effective_limit
 from bff_dev.emulator.issuance import mint_refresh_token, token_response
-from bff_dev.emulator.state import TOKEN_FAILURES, DataApiFailure, EmulatorState, LimitSetting, RuntimeSettings
+from bff_dev.emulator.limits import LimitSetting
+from bff_dev.emulator.state import TOKEN_FAILURES, DataApiFailure, EmulatorState, RuntimeSettings
 
 
 class _BadRequest(Exception):
@@ -240,6 +240,21 @@ async def expire_access_tokens(request: Request) -> Response:
     return JSONResponse({"expired": _state(request).expire_access_tokens()})
 
 
+async def advance_clock(request: Request) -> Response:
+    """Move the emulator's clock forward `seconds` (never back): link, public and access tokens expire,
+    sync jobs finish. Reset puts it back to the wall clock."""
+    state = _state(request)
+    try:
+        body = await _json(request)
+        if "seconds" not in body:
+            raise _BadRequest("give seconds")
+        seconds = _number(body, "seconds", integer=False)
+    except _BadRequest as exc:
+        return _bad(str(exc))
+    state.clock_offset += seconds
+    return JSONResponse({"offset": state.clock_offset, "now": state.now()})
+
+
 async def issue_tokens(request: Request) -> Response:
     """A normal token response (always with a refresh token) for a seeded user, without a browser."""
     state = _state(request)
@@ -265,7 +280,8 @@ async def issue_tokens(request: Request) -> Response:
 
 
 async def overview(request: Request) -> Response:
-    """Seeded users with their Connect grants and effective limits, and the OIDC grants issued so far."""
+    """Users (seeded and made in the widget) with their Connect grants and effective limits, and the OIDC
+    grants issued so far."""
     state = _state(request)
     client_id = state.config.default_client_id
     users = [
@@ -273,13 +289,18 @@ async def overview(request: Request) -> Response:
             "username": u.username,
             "sub": u.sub,
             "name": u.name,
+            "email": u.email,
             "account_type": u.account_type,
+            "created_in_widget": u.created_in_widget,
             "workspace_id": u.workspace_id,
-            "transaction_limit": effective_limit(state, u.sub, client_id),
+            "transaction_limit": state.effective_limit(u.sub, client_id),
             "grants": [
                 {
                     "grant_id": g.grant_id,
                     "client_id": g.client_id,
+                    "scopes": g.scopes,
+                    "created_at": g.created_at,
+                    "revoked": g.revoked,
                     "transaction_limit": g.limit.transaction_limit,
                     "enable_limiter": g.limit.enable_limiter,
                 }
@@ -287,7 +308,7 @@ async def overview(request: Request) -> Response:
                 if g.sub == u.sub
             ],
         }
-        for u in state.config.users
+        for u in state.users_by_sub.values()
     ]
     grants = [
         {"grant_id": g.grant_id, "client_id": g.client_id, "sub": g.sub, "sid": g.sid, "scope": " ".join(g.scope),
@@ -307,6 +328,7 @@ routes = [
     Route("/backchannel-logout", backchannel_logout, methods=["POST"]),
     Route("/deliveries", deliveries, methods=["GET"]),
     Route("/expire-access-tokens", expire_access_tokens, methods=["POST"]),
+    Route("/advance-clock", advance_clock, methods=["POST"]),
     Route("/issue-tokens", issue_tokens, methods=["POST"]),
     Route("/state", overview, methods=["GET"]),
 ]

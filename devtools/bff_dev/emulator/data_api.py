@@ -1,24 +1,26 @@
-"""The previous (G1) Kryptos data API under `/api`: health, `GET /v1/integrations`, `GET /v1/userinfo`.
+"""The previous (G1) Kryptos data API under `/api`: health, `GET /v1/integrations`, `GET /v1/userinfo`,
+and the resync twin `POST /v1/integrations/{id}/resync` with its job, `GET /v1/sync/{job_id}`.
 
-Every call needs an active access token from this emulator plus the `X-Client-Id` and `X-Client-Secret`
-of the client the token was issued to (the G1 contract). Error bodies are `{error, message, details}`
-(G1 error reference). Injected faults (`POST /_emulator/config` `data_api_failure`) apply before
-authentication, as a gateway or rate limiter in front of the real API would.
+Every call needs a bearer token from this emulator, either an active OIDC access token or the `cat_` token
+of a live Connect grant (both are accepted on the same endpoints), plus the `X-Client-Id` and
+`X-Client-Secret` of the client the token was issued to (the G1 contract). Error bodies are
+`{error, message, details}` (G1 error reference). Injected faults (`POST /_emulator/config`
+`data_api_failure`) apply before authentication, as a gateway or rate limiter in front of the real API would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bff_dev.emulator.integrations import effective_limit, matches, render_integrations
-from bff_dev.emulator.state import AccessTokenRecord, EmulatorState
+from bff_dev.emulator import syncs
+from bff_dev.emulator.integrations import matches, render_integrations
+from bff_dev.emulator.state import Caller, EmulatorState
 
 VERSION = "1.0.0-emulator"
 
@@ -65,20 +67,24 @@ async def _injected_fault(state: EmulatorState) -> Response | None:
     return response
 
 
-def _authenticate(state: EmulatorState, request: Request, scope: str) -> AccessTokenRecord | Response:
+def _not_found(message: str) -> JSONResponse:
+    return _error(404, "not_found", message)
+
+
+def _authenticate(state: EmulatorState, request: Request, scope: str) -> Caller | Response:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    record = state.active_access_token(value.strip()) if scheme.lower() == "bearer" else None
-    if record is None:
+    caller = state.data_caller(value.strip()) if scheme.lower() == "bearer" else None
+    if caller is None:
         return _unauthorized()
     client = state.clients.get(request.headers.get("x-client-id", ""))
     secret = request.headers.get("x-client-secret", "")
     if client is None or not hmac.compare_digest(secret.encode(), client.client_secret.encode()):
         return _unauthorized()
-    if client.client_id != record.client_id:
+    if client.client_id != caller.client_id:
         return _unauthorized()
-    if scope not in record.scope:
+    if scope not in caller.scope:
         return _error(403, *_FAULT_BODIES[403])
-    return record
+    return caller
 
 
 def _issue(name: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -120,18 +126,17 @@ async def integrations(request: Request) -> Response:
     fault = await _injected_fault(state)
     if fault is not None:
         return fault
-    record = _authenticate(state, request, "integrations:read")
-    if isinstance(record, Response):
-        return record
+    caller = _authenticate(state, request, "integrations:read")
+    if isinstance(caller, Response):
+        return caller
     page, page_issue = _int_param(request, "page", 1, None)
     page_size, size_issue = _int_param(request, "pageSize", 25, 200)
     issues = [issue for issue in (page_issue, size_issue) if issue is not None]
     if issues:
         return _error(400, "invalid_parameters", "Invalid query parameters", issues)
-    user = state.users_by_sub[record.sub]
-    limit = effective_limit(state, record.sub, record.client_id)
-    # The limit walks every integration of the user, so render all of them before searching.
-    items = render_integrations(user.integrations, limit=limit, base_url=state.config.base_url)
+    user = state.users_by_sub[caller.sub]
+    syncs.settle(state, user.sub)
+    items = render_integrations(user.integrations, imports=state.imports[user.sub], base_url=state.config.base_url)
     key = request.query_params.get("searchedKey", "")
     if key.strip():
         wanted = {seed.wallet_id for seed in user.integrations if matches(seed, key)}
@@ -147,7 +152,7 @@ async def integrations(request: Request) -> Response:
             "hasPreviousPage": page > 1,
         },
         "user_id": user.sub,
-        "timestamp": int(time.time() * 1000),
+        "timestamp": int(state.now() * 1000),
     }
     return JSONResponse(body)
 
@@ -157,23 +162,61 @@ async def userinfo(request: Request) -> Response:
     fault = await _injected_fault(state)
     if fault is not None:
         return fault
-    record = _authenticate(state, request, "users:read")
-    if isinstance(record, Response):
-        return record
-    user = state.users_by_sub[record.sub]
+    caller = _authenticate(state, request, "users:read")
+    if isinstance(caller, Response):
+        return caller
+    user = state.users_by_sub[caller.sub]
     info: dict[str, Any] = {"sub": user.sub}
-    if "profile" in record.scope:
+    if "profile" in caller.scope:
         info.update(name=user.name)
-    if "email" in record.scope:
+    if "email" in caller.scope:
         info.update(email=user.email, email_verified=user.email_verified)
-    if "profile" in record.scope:
+    if "profile" in caller.scope:
         info.update(
             preferred_username=user.username,
             language=user.language,
-            transaction_limit=effective_limit(state, user.sub, record.client_id),
+            transaction_limit=state.effective_limit(user.sub, caller.client_id),
         )
-    body = {"message": "User info retrieved successfully", "userInfo": info, "scopes": record.scope}
+    body = {"message": "User info retrieved successfully", "userInfo": info, "scopes": caller.scope}
     return JSONResponse(body)
+
+
+# Assumption: the resync twin's scope is not documented; reading integrations is taken to be enough to ask
+# for a fresh sync of one (it changes no user data, only refreshes it from the source).
+_RESYNC_SCOPE = "integrations:read"
+
+
+async def resync(request: Request) -> Response:
+    state = _begin(request)
+    fault = await _injected_fault(state)
+    if fault is not None:
+        return fault
+    caller = _authenticate(state, request, _RESYNC_SCOPE)
+    if isinstance(caller, Response):
+        return caller
+    wallet_id = request.path_params["integration_id"]
+    user = state.users_by_sub[caller.sub]
+    seed = next((s for s in user.integrations if s.wallet_id == wallet_id), None)
+    if seed is None:
+        return _not_found("Integration not found")
+    job = syncs.queue(state, user.sub, seed, state.effective_limit(user.sub, caller.client_id))
+    data = {"job_id": job.job_id, "status": "queued", "integration_id": job.integration_id}
+    return JSONResponse({"success": True, "data": data}, status_code=202)
+
+
+async def sync_job(request: Request) -> Response:
+    state = _begin(request)
+    fault = await _injected_fault(state)
+    if fault is not None:
+        return fault
+    caller = _authenticate(state, request, _RESYNC_SCOPE)
+    if isinstance(caller, Response):
+        return caller
+    job = state.sync_jobs.get(request.path_params["job_id"])
+    if job is None or job.sub != caller.sub:
+        return _not_found("Sync job not found")
+    data = {"job_id": job.job_id, "integration_id": job.integration_id, "status": syncs.status(state, job)}
+    return JSONResponse({"success": True, "data": data})
 
 
 async def not_found(request: Request) -> Response:
@@ -185,5 +228,7 @@ routes = [
     Route("/health", health, methods=["GET"]),
     Route("/v1/integrations", integrations, methods=["GET"]),
     Route("/v1/userinfo", userinfo, methods=["GET"]),
+    Route("/v1/integrations/{integration_id}/resync", resync, methods=["POST"]),
+    Route("/v1/sync/{job_id}", sync_job, methods=["GET"]),
     Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
 ]

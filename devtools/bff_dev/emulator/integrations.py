@@ -1,9 +1,8 @@
-"""The transaction limit and its effect on `GET /v1/integrations` items, plus the fuzzy search.
+"""`GET /v1/integrations` items: what each integration's last sync imported, rendered as documented, plus
+the fuzzy search.
 
-Limit resolution follows the Developer Portal doc: per-user override → workspace default → platform
-default (100,000, limiter on); the first level that defines something decides. A level that disables the
-limiter decides "no cap" (`None`); a level that only enables it, without a number, lets the next level
-supply the number. Linked users are never limited.
+The counts and the limit's effect come from the user's import snapshot (`limits.py`, `syncs.py`), not from
+the current limit: a raised limit shows only after a resync. Linked users are never limited.
 """
 
 from __future__ import annotations
@@ -12,61 +11,10 @@ import re
 from difflib import SequenceMatcher
 from typing import Any
 
-from bff_dev.emulator.config import PLATFORM_DEFAULT_TRANSACTION_LIMIT
+from bff_dev.emulator.limits import Imported
 from bff_dev.emulator.seed import SeedIntegration
-from bff_dev.emulator.state import ConnectGrant, EmulatorState, LimitSetting
 
 LIMIT_MESSAGE = "Unable to fetch transactions for {provider} due to transaction limit reached, kindly update your plan"
-_PLATFORM_DEFAULT = LimitSetting(PLATFORM_DEFAULT_TRANSACTION_LIMIT, True)
-_COUNTED = ("COMPLETED", "PARTIALLY SYNCED")
-
-
-def connect_grant_for(state: EmulatorState, sub: str, client_id: str) -> ConnectGrant | None:
-    """The user's Connect grant with this client, else any of theirs (the override lives on the grant)."""
-    mine = [g for g in state.connect_grants.values() if g.sub == sub]
-    return next((g for g in mine if g.client_id == client_id), mine[0] if mine else None)
-
-
-def effective_limit(state: EmulatorState, sub: str, client_id: str) -> int | None:
-    """The user's effective transaction import cap; None means no cap."""
-    user = state.users_by_sub[sub]
-    if not user.is_guest:
-        return None
-    grant = connect_grant_for(state, sub, client_id)
-    levels = [
-        grant.limit if grant is not None else LimitSetting(),
-        state.workspace_limits.get(client_id, LimitSetting()),
-        _PLATFORM_DEFAULT,
-    ]
-    for level in levels:
-        if level.enable_limiter is False:
-            return None
-        if level.transaction_limit is not None:
-            return level.transaction_limit
-    return PLATFORM_DEFAULT_TRANSACTION_LIMIT
-
-
-def _imported(seeds: list[SeedIntegration], limit: int | None) -> dict[str, tuple[int, bool]]:
-    """walletId -> (transactions imported, limit exceeded), walking api imports in `addedOn` order."""
-    out: dict[str, tuple[int, bool]] = {}
-    used = 0
-    reached = False
-    for seed in sorted(seeds, key=lambda s: s.added_on):
-        if seed.type != "api" or seed.sync not in _COUNTED:
-            continue
-        if limit is None:
-            out[seed.wallet_id] = (seed.available_transactions, False)
-            continue
-        if reached or used + seed.available_transactions > limit:
-            # The integration that crosses the cap gets what still fits; every later one gets nothing.
-            fit = 0 if reached else limit - used
-            reached = True
-            out[seed.wallet_id] = (fit, True)
-            used += fit
-        else:
-            out[seed.wallet_id] = (seed.available_transactions, False)
-            used += seed.available_transactions
-    return out
 
 
 def _stages(seed: SeedIntegration) -> list[str]:
@@ -77,8 +25,11 @@ def _stages(seed: SeedIntegration) -> list[str]:
     return ["Balances", "Defi Balances", "NFT Holdings", "Transactions"]
 
 
-def _render(seed: SeedIntegration, base_url: str, imported: tuple[int, bool] | None) -> dict[str, Any]:
-    total, limited = imported if imported is not None else (seed.available_transactions, False)
+def _render(seed: SeedIntegration, base_url: str, imported: Imported | None) -> dict[str, Any]:
+    # Integrations the limit does not count (csv, failed, never synced) have no snapshot entry.
+    if imported is None:
+        imported = Imported(seed.available_transactions, False, seed.last_synced_at)
+    total, limited = imported.count, imported.limited
     item: dict[str, Any] = {
         "provider": seed.provider,
         "providerPublicName": seed.public_name,
@@ -114,7 +65,7 @@ def _render(seed: SeedIntegration, base_url: str, imported: tuple[int, bool] | N
         item["limitExceeded"] = True  # documented as omitted, never false, when the limit was not hit
     item.update(
         addedOn=seed.added_on,
-        lastSyncedAt=seed.last_synced_at,
+        lastSyncedAt=imported.synced_at,
         category=seed.category,
         type=seed.type,
         totalTransactions=total,
@@ -122,10 +73,11 @@ def _render(seed: SeedIntegration, base_url: str, imported: tuple[int, bool] | N
     return item
 
 
-def render_integrations(seeds: list[SeedIntegration], *, limit: int | None, base_url: str) -> list[dict[str, Any]]:
-    imported = _imported(seeds, limit)
+def render_integrations(
+    seeds: list[SeedIntegration], *, imports: dict[str, Imported], base_url: str
+) -> list[dict[str, Any]]:
     ordered = sorted(seeds, key=lambda s: s.added_on)
-    return [_render(seed, base_url, imported.get(seed.wallet_id)) for seed in ordered]
+    return [_render(seed, base_url, imports.get(seed.wallet_id)) for seed in ordered]
 
 
 _SPLIT = re.compile(r"[\s_\-./:@]+")

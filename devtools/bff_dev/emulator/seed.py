@@ -1,8 +1,9 @@
 """Seeded integrations (connected wallets and exchanges) of the emulator's users.
 
 A seed describes the source, not the response: `available_transactions` is what the source holds and
-`sync` is how the last sync went apart from the transaction limit. `integrations.py` applies the user's
-effective limit and renders the documented `GET /v1/integrations` item from it.
+`sync` is how the last sync went apart from the transaction limit. `limits.py` works out what a sync
+imported under the user's effective limit, and `integrations.py` renders the documented
+`GET /v1/integrations` item from both.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ _NFT_FAILURE = "We have been notified of the issue with {provider} and will fix 
 
 def _evm_address(seed: str) -> str:
     return "0x" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def _solana_address(seed: str) -> str:
+    """A base58 string of a 32-byte value, shaped like a Solana address."""
+    number = int.from_bytes(hashlib.sha256(seed.encode()).digest(), "big")
+    out = ""
+    while number:
+        number, digit = divmod(number, 58)
+        out = _BASE58[digit] + out
+    return out
 
 
 def guest_integrations() -> list[SeedIntegration]:
@@ -196,5 +210,35 @@ def admin_integrations() -> list[SeedIntegration]:
             "bitcoin", "Bitcoin", "blockchain", "api", "wallet_ad02d9e4", "Reserve",
             ms("2024-10-05"), 95, public_address="bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
             last_synced_at=ms("2026-10-30", 2),
+        ),
+    ]  # fmt: skip
+
+
+_DAY_MS = 86_400_000
+
+
+def widget_integrations(tag: str, now_ms: int) -> list[SeedIntegration]:
+    """The starter accounts of a user created in the Connect widget, added over the last three days.
+
+    1,970 api transactions in all, Binance alone 1,250: past the widget Guests' default limit of 1,000, so a
+    new Guest sees Binance cut at 580 and Solana at 0 (`limitExceeded`) until a higher limit and a resync.
+    """
+    return [
+        SeedIntegration(
+            "metamask", "MetaMask", "wallet", "api", f"wallet_{tag}mm", "Browser Wallet",
+            now_ms - 3 * _DAY_MS, 420, public_address=_evm_address(f"{tag}-metamask"),
+            last_synced_at=now_ms - 3 * _DAY_MS,
+        ),
+        SeedIntegration(
+            "binance", "Binance", "exchange", "api", f"wallet_{tag}bn", "Binance Spot",
+            now_ms - 2 * _DAY_MS, 1_250, account_name=f"{tag}-binance", last_synced_at=now_ms - 2 * _DAY_MS,
+        ),
+        SeedIntegration(
+            "solana", "Solana", "blockchain", "api", f"wallet_{tag}so", "Phantom",
+            now_ms - _DAY_MS, 300, public_address=_solana_address(f"{tag}-solana"), last_synced_at=now_ms - _DAY_MS,
+        ),
+        SeedIntegration(
+            "kraken", "Kraken", "exchange", "csv", f"wallet_{tag}kr", "Kraken export",
+            now_ms - _DAY_MS, 75, last_synced_at=now_ms - _DAY_MS,
         ),
     ]  # fmt: skip

@@ -1,7 +1,10 @@
-"""The emulator's in-memory state: codes, login sessions, grants, tokens, limits, counters, request log.
+"""The emulator's in-memory state: codes, login sessions, grants, tokens, limits, counters, request log,
+the Connect widget's link and public tokens, users made in the widget, imports and sync jobs.
 
 One event loop serves every request and no handler awaits between reading and writing these maps, so
 plain dicts are safe without locks. `reset()` returns to the seeded state; keys survive unless asked.
+Time is `now()`: the wall clock plus an offset that `/_emulator/advance-clock` moves, so expiry can be
+tested without waiting.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import httpx2
 from starlette.requests import Request
 
 from bff_dev.emulator.config import EmulatorClient, EmulatorConfig, EmulatorUser
+from bff_dev.emulator.connect_records import ConnectGrant, LinkToken, PublicToken, SyncJob, iso_seconds
 from bff_dev.emulator.keys import KeyStore
+from bff_dev.emulator.limits import PLATFORM_DEFAULT, Imported, LimitSetting, initial_imports, resolve
 
 
 @dataclass
@@ -85,23 +90,13 @@ class RefreshTokenRecord:
     consumed: bool = False  # rotated out
 
 
-@dataclass
-class LimitSetting:
-    transaction_limit: int | None = None
-    enable_limiter: bool | None = None
+@dataclass(frozen=True)
+class Caller:
+    """Whom a data-API call acts for, from an OIDC access token or a Connect `cat_` token."""
 
-
-@dataclass
-class ConnectGrant:
-    """A Connect grant (`cgrant_…`) as listed by `GET /token/grants`."""
-
-    grant_id: str
-    client_id: str
     sub: str
-    scopes: str
-    created_at: str
-    expires_at: str
-    limit: LimitSetting
+    client_id: str
+    scope: list[str]
 
 
 @dataclass
@@ -213,12 +208,14 @@ class EmulatorState:
         # ASGITransport to a receiver app); otherwise a short-lived client per logout.
         self.http_client = http_client
         self.clients: dict[str, EmulatorClient] = {c.client_id: c for c in config.clients}
-        self.users_by_username: dict[str, EmulatorUser] = {u.username: u for u in config.users}
-        self.users_by_sub: dict[str, EmulatorUser] = {u.sub: u for u in config.users}
         self._init_mutable()
 
     def _init_mutable(self) -> None:
+        self.clock_offset = 0.0
         self.settings = RuntimeSettings.from_config(self.config)
+        # Seeded users, plus the users the widget creates (gone again at reset).
+        self.users_by_username: dict[str, EmulatorUser] = {u.username: u for u in self.config.users}
+        self.users_by_sub: dict[str, EmulatorUser] = {u.sub: u for u in self.config.users}
         self.codes: dict[str, AuthCode] = {}
         self.sessions: dict[str, LoginSession] = {}
         self.grants: dict[str, OidcGrant] = {}
@@ -244,6 +241,14 @@ class EmulatorState:
                     expires_at=seed.expires_at,
                     limit=LimitSetting(seed.transaction_limit, seed.enable_limiter),
                 )
+        self.connect_tokens: dict[str, str] = {}  # `cat_` token -> grant id
+        self.link_tokens: dict[str, LinkToken] = {}
+        self.public_tokens: dict[str, PublicToken] = {}
+        self.sync_jobs: dict[str, SyncJob] = {}
+        # sub -> walletId -> what the integration's last sync imported (`limits.py`).
+        self.imports: dict[str, dict[str, Imported]] = {}
+        for user in self.config.users:
+            self._snapshot(user, self.config.default_client_id)
 
     def reset(self, *, keys: bool = False) -> None:
         """Back to the seeded state; clients are fixed by the config, keys kept unless `keys`."""
@@ -251,9 +256,60 @@ class EmulatorState:
             self.keys = KeyStore()
         self._init_mutable()
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    # --- users and their limits ------------------------------------------------------------------------
+
+    def add_user(self, user: EmulatorUser, client_id: str) -> None:
+        """A user made in the widget for `client_id`; their integrations sync at once, under its limit."""
+        self.users_by_username[user.username] = user
+        self.users_by_sub[user.sub] = user
+        self._snapshot(user, client_id)
+
+    def _snapshot(self, user: EmulatorUser, client_id: str) -> None:
+        self.imports[user.sub] = initial_imports(user.integrations, self.effective_limit(user.sub, client_id))
+
+    def user_by_email(self, email: str) -> EmulatorUser | None:
+        wanted = email.casefold()
+        return next((u for u in self.users_by_sub.values() if u.email.casefold() == wanted), None)
+
+    def connect_grant_for(self, sub: str, client_id: str) -> ConnectGrant | None:
+        """The user's live Connect grant with this client, else any of theirs (the override lives on it)."""
+        mine = [g for g in self.connect_grants.values() if g.sub == sub and self.grant_is_live(g)]
+        return next((g for g in mine if g.client_id == client_id), mine[0] if mine else None)
+
+    def effective_limit(self, sub: str, client_id: str) -> int | None:
+        """The user's effective transaction import cap; None means no cap. Linked users have none."""
+        user = self.users_by_sub[sub]
+        if not user.is_guest:
+            return None
+        grant = self.connect_grant_for(sub, client_id)
+        levels = [
+            grant.limit if grant is not None else LimitSetting(),
+            self.workspace_limits.get(client_id, LimitSetting()),
+        ]
+        if user.created_in_widget:
+            levels.append(LimitSetting(self.config.widget_guest_transaction_limit))
+        return resolve([*levels, PLATFORM_DEFAULT])
+
+    # --- Connect grants ------------------------------------------------------------------------------
+
+    def grant_is_live(self, grant: ConnectGrant) -> bool:
+        return not grant.revoked and self.now() < iso_seconds(grant.expires_at)
+
+    def live_connect_grant(self, access_token: str) -> ConnectGrant | None:
+        """The grant behind a `cat_` token, unless it was revoked or has expired (15 years)."""
+        grant = self.connect_grants.get(self.connect_tokens.get(access_token, ""))
+        return grant if grant is not None and self.grant_is_live(grant) else None
+
+    def data_caller(self, token: str) -> Caller | None:
+        """Who a data-API bearer token acts for: a live `cat_` token or an active OIDC access token."""
+        if token.startswith("cat_"):
+            grant = self.live_connect_grant(token)
+            return None if grant is None else Caller(grant.sub, grant.client_id, grant.scopes.split())
+        record = self.active_access_token(token)
+        return None if record is None else Caller(record.sub, record.client_id, list(record.scope))
 
     # --- login sessions and grants -------------------------------------------------------------------
 

@@ -190,6 +190,69 @@ class Driver:
         body: dict[str, Any] = response.json()
         return body
 
+    async def resync(self, access_token: str, wallet_id: str) -> str:
+        """Resync one integration and let the job finish (the emulator's clock moves on); its final status."""
+        queued = await self.http.post(
+            f"/api/v1/integrations/{wallet_id}/resync", headers=self.data_headers(access_token)
+        )
+        assert queued.status_code == 202, queued.text
+        await self.advance_clock(1)
+        job = await self.data(f"/v1/sync/{queued.json()['data']['job_id']}", access_token)
+        assert job.status_code == 200, job.text
+        status: str = job.json()["data"]["status"]
+        return status
+
+    async def advance_clock(self, seconds: float) -> None:
+        response = await self.http.post("/_emulator/advance-clock", json={"seconds": seconds})
+        assert response.status_code == 200, response.text
+
+    # --- the Connect widget flow ----------------------------------------------------------------------
+
+    async def connect_post(
+        self, path: str, body: Any, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET
+    ) -> httpx2.Response:
+        return await self.http.post("/connect" + path, json=body, headers=self.connect_headers(client_id, secret))
+
+    async def link_token(self, scopes: str = ALL_SCOPES, **extra: Any) -> dict[str, Any]:
+        response = await self.connect_post("/link-token", {"scopes": scopes, **extra})
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def widget_post(self, path: str, link_token: str, body: Any = None) -> httpx2.Response:
+        return await self.http.post(
+            "/connect/widget" + path, json={} if body is None else body, headers={"X-LINK-TOKEN": link_token}
+        )
+
+    async def widget_sign_in(self, link_token: str, email: str | None = None) -> dict[str, Any]:
+        """What the widget page does: Guest login, or email login with the code it shows."""
+        if email is None:
+            response = await self.widget_post("/guest", link_token)
+        else:
+            otp = await self.widget_post("/otp/request", link_token, {"email": email})
+            assert otp.status_code == 200, otp.text
+            code = otp.json()["data"]["otp"]
+            response = await self.widget_post("/otp/verify", link_token, {"email": email, "otp": code})
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def public_token(self, email: str | None = None, scopes: str = ALL_SCOPES) -> str:
+        """A new link token, a widget sign-in and consent: the public token the page posts to the app."""
+        link = (await self.link_token(scopes))["link_token"]
+        await self.widget_sign_in(link, email)
+        response = await self.widget_post("/consent", link)
+        assert response.status_code == 200, response.text
+        token: str = response.json()["data"]["public_token"]
+        return token
+
+    async def connect(self, email: str | None = None, scopes: str = ALL_SCOPES) -> dict[str, Any]:
+        """The whole widget flow and the exchange; returns the exchange's `data` (access_token, grant_id …)."""
+        response = await self.connect_post("/token/exchange", {"public_token": await self.public_token(email, scopes)})
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
 
 @pytest.fixture
 def receiver() -> Receiver:

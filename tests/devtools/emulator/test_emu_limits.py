@@ -75,6 +75,10 @@ async def test_disabling_the_limiter_at_any_level_removes_the_cap(emu: Driver) -
     assert await _limit_of(emu, "guest") == 1_000  # the user's level decides first
     await emu.patch_limit("cgrant_guest_demo", {"enableLimiter": False})
     assert await _limit_of(emu, "guest") is None
+    # Changed since limits became snapshots: what was imported shows until the limited integrations resync.
+    tokens = await emu.issue("guest")
+    for wallet in ("wallet_by9a0f41", "wallet_so3c7b25"):
+        assert await emu.resync(tokens["access_token"], wallet) == "completed"
     items = (await emu.integrations("guest"))["data"]
     assert not any("limitExceeded" in item for item in items)
 
@@ -99,7 +103,8 @@ async def test_userinfo_shape_and_scopes(emu: Driver) -> None:
     assert info == {"sub": "anon_7f3a9c21"}  # no profile: no transaction_limit
 
 
-async def test_patch_changes_are_visible_at_once(emu: Driver) -> None:
+async def test_patch_changes_the_limit_at_once_and_the_imports_at_the_next_sync(emu: Driver) -> None:
+    # Until limits became snapshots this asserted that the integrations changed with the PATCH alone.
     response = await emu.patch_limit("cgrant_guest_demo", {"transactionLimit": 200_000})
     assert response.status_code == 200
     assert response.json() == {
@@ -109,16 +114,24 @@ async def test_patch_changes_are_visible_at_once(emu: Driver) -> None:
     }  # fmt: skip
     assert await _limit_of(emu, "guest") == 200_000
     items = _by_wallet(await emu.integrations("guest"))
-    assert not any("limitExceeded" in item for item in items.values())
+    assert {w for w, item in items.items() if item.get("limitExceeded")} == {"wallet_by9a0f41", "wallet_so3c7b25"}
+
+    tokens = await emu.issue("guest")
+    assert await emu.resync(tokens["access_token"], "wallet_by9a0f41") == "completed"
+    items = _by_wallet(await emu.integrations("guest"))
     assert items["wallet_by9a0f41"]["status"] == "COMPLETED"
     assert items["wallet_by9a0f41"]["totalTransactions"] == 9_800
-    assert "message" not in items["wallet_by9a0f41"]
+    assert "message" not in items["wallet_by9a0f41"] and "limitExceeded" not in items["wallet_by9a0f41"]
+    assert items["wallet_so3c7b25"]["limitExceeded"] is True  # not resynced yet
 
+    # Lowering the limit: a resync imports only what fits beside what the other integrations already hold.
     lower = await emu.patch_limit("cgrant_guest_demo", {"transactionLimit": 60_000, "enableLimiter": True})
     assert lower.json()["data"]["transaction_limit"] == 60_000
-    items = _by_wallet(await emu.integrations("guest"))
-    assert items["wallet_cb3f9e12"]["limitExceeded"] is True  # Coinbase now crosses
-    assert items["wallet_cb3f9e12"]["totalTransactions"] == 1_600
+    assert _by_wallet(await emu.integrations("guest"))["wallet_cb3f9e12"]["totalTransactions"] == 12_350
+    assert await emu.resync(tokens["access_token"], "wallet_cb3f9e12") == "partially_synced"
+    coinbase = _by_wallet(await emu.integrations("guest"))["wallet_cb3f9e12"]
+    assert coinbase["limitExceeded"] is True and coinbase["totalTransactions"] == 0
+    assert coinbase["status"] == "PARTIALLY SYNCED"
 
 
 @pytest.mark.parametrize(
