@@ -39,7 +39,8 @@ from starlette.routing import Route
 
 from bff.app import create_app
 from bff.config import load_settings
-from bff.proxy.routes import ROUTES
+from bff.proxy.routes import GRANT_ID, ROUTES
+from bff.services.connect import _EXCHANGE_REFUSALS, _PUBLIC_TOKEN
 from bff_dev.demo import create_dev_app
 from bff_dev.openapi import build_document, render
 from tests.support.processes import child_env, wait_ready
@@ -98,6 +99,11 @@ def test_document_is_valid_openapi_3_1() -> None:
         "GET /auth/logout",
         "POST /auth/backchannel-logout",
         "POST /auth/mobile/token",
+        "POST /connect/link-token",
+        "POST /connect/exchange",
+        "GET /connect/status",
+        "POST /connect/disconnect",
+        "POST /api/developer/grants/{grantId}/revoke",
         "GET /healthz",
         "GET /readyz",
         *(f"{r.method} {r.path}" for r in ROUTES),
@@ -140,6 +146,54 @@ def test_forwarded_operations_come_from_the_route_table() -> None:
     limit = body["properties"]["transactionLimit"]
     assert limit.items() >= {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}.items()
     assert body["properties"]["enableLimiter"] == {"type": "boolean"}
+
+
+def test_connect_operations_describe_their_cookies_csrf_and_codes() -> None:
+    document = build_document()
+    paths = document["paths"]
+    csrf = {"$ref": "#/components/parameters/XCsrf"}
+    for path in ("/connect/link-token", "/connect/exchange", "/connect/status", "/connect/disconnect"):
+        for method, operation in paths[path].items():
+            assert operation["tags"] == ["connect"]
+            assert csrf in operation["parameters"], path
+            assert {"connectCookie": []} in operation["security"]
+            assert "`session_store_unavailable`" in operation["responses"]["503"]["description"]
+            forbidden = operation["responses"]["403"]["description"]
+            assert "`csrf_required`" in forbidden
+            assert ("`origin_not_allowed`" in forbidden) == (method == "post"), path
+            assert "`connect_failed`" in operation["responses"]["502"]["description"]
+    for path in ("/connect/link-token", "/connect/exchange"):
+        assert "`rate_limited`" in paths[path]["post"]["responses"]["429"]["description"]
+    assert "429" not in paths["/connect/status"]["get"]["responses"]
+    cookie = document["components"]["securitySchemes"]["connectCookie"]
+    assert cookie["in"] == "cookie"
+    assert cookie["name"] == "__Host-bff-connect"
+    https = _settings().model_copy(update={"public_url": "https://bff.example"})
+    assert cookie["name"] == https.connect_cookie_name
+    assert document["components"]["securitySchemes"]["sessionCookie"]["name"] == https.session_cookie_name
+    exchange = paths["/connect/exchange"]["post"]
+    body = exchange["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["public_token"]
+    assert body["properties"]["public_token"]["pattern"] == _PUBLIC_TOKEN.pattern
+    # Kryptos's refusals of a public token, as bff renames them, are each in the exchange's 400.
+    for code, _ in _EXCHANGE_REFUSALS.values():
+        assert f"`{code}`" in exchange["responses"]["400"]["description"]
+    revoke = paths["/api/developer/grants/{grantId}/revoke"]["post"]
+    grant_id = next(p for p in revoke["parameters"] if p.get("name") == "grantId")
+    assert grant_id["schema"]["pattern"] == GRANT_ID.pattern
+    assert "`limit_management_disabled`" in revoke["responses"]["403"]["description"]
+    assert "`not_found`" in revoke["responses"]["404"]["description"]
+    # The data routes may answer with the session's grant: its revocation and a refused valid grant.
+    for route in ROUTES:
+        responses = paths[route.path][route.method.lower()]["responses"]
+        user_call = route.credentials == "user_token"
+        assert ("`connect_revoked`" in responses["401"]["description"]) == user_call, route.path
+        assert ("`connect_failed`" in responses["502"]["description"]) == user_call, route.path
+    grants = paths["/api/developer/grants"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert grants == {"$ref": "#/components/schemas/GrantList"}
+    known = document["components"]["schemas"]["GrantFacts"]
+    assert known["properties"].keys() == {"kind", "transaction_limit", "enable_limiter"}
+    assert known["properties"]["kind"]["enum"] == ["guest", "linked", None]
 
 
 def test_every_error_response_is_problem_json() -> None:
@@ -320,6 +374,7 @@ def bff_dev() -> Iterator[str]:
         "BFF_RATE_LIMIT_CALLBACK": "0",
         "BFF_RATE_LIMIT_MOBILE_TOKEN": "0",
         "BFF_RATE_LIMIT_BACKCHANNEL": "0",
+        "BFF_RATE_LIMIT_CONNECT": "0",
     }
     base = f"http://localhost:{port}"
     with tempfile.TemporaryFile("w+") as out:

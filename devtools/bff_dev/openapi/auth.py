@@ -94,7 +94,8 @@ def auth_paths() -> dict[str, dict[str, Any]]:
         "summary": "The provider's redirect back (browser navigation)",
         "description": (
             "Checks `state` (single use), the browser binding cookie and `iss` (RFC 9207), exchanges the code, "
-            "validates the ID token and creates a new session. Provider errors go back to the SPA as "
+            "validates the ID token and creates a new session, which takes over the Kryptos Connect grant of the "
+            "browser's previous session, or one bound to the user. Provider errors go back to the SPA as "
             "`/?login_error=<code>` (or to a native app's redirect URI as `error=`)."
         ),
         "security": [],
@@ -129,6 +130,10 @@ def auth_paths() -> dict[str, dict[str, Any]]:
         "tags": ["auth"],
         "operationId": "session",
         "summary": "Who is signed in (no upstream call)",
+        "description": (
+            "401 `not_authenticated` without a session, and for a Connect-only session (one `/connect/*` started "
+            "for a browser that connected without signing in); `session_expired` for one that has ended."
+        ),
         "security": SESSION_SECURITY,
         "parameters": [CSRF_REF],
         "responses": {
@@ -149,7 +154,8 @@ def auth_paths() -> dict[str, dict[str, Any]]:
         "summary": "Sign out (SPA or native app)",
         "description": (
             "Revokes the refresh and access tokens at the provider (RFC 7009), deletes the session and clears "
-            "the cookie. Without a session it only clears the cookie (`logout_url` null)."
+            "the cookie. Without a session it only clears the cookie (`logout_url` null). A Kryptos Connect grant "
+            "outlives it, and so does the grant cookie (`POST /connect/disconnect` ends the grant)."
         ),
         "security": [*SESSION_SECURITY, {}],
         "parameters": [CSRF_REF],

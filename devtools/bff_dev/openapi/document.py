@@ -10,6 +10,7 @@ from bff import __version__
 from bff.proxy.routes import ROUTES, ForwardRoute
 from bff_dev.openapi.auth import auth_paths, operations_paths
 from bff_dev.openapi.common import OPENAPI_VERSION
+from bff_dev.openapi.connect import connect_paths, connect_schemas, grant_admin_paths
 from bff_dev.openapi.forwarded import forwarded_paths
 
 
@@ -22,8 +23,23 @@ def components() -> dict[str, Any]:
                 "name": "__Host-bff-session",
                 "description": (
                     "The SPA's signed, opaque session cookie (`HttpOnly`, `SameSite=Lax`). Named "
-                    "`bff-session` on plain-http dev; `BFF_COOKIE_NAME` overrides. Calls authenticated by it "
-                    "need `X-CSRF: 1`, and state-changing ones a same-origin (or no) `Origin`."
+                    "`bff-session` on plain-http dev; `BFF_COOKIE_NAME` overrides. Set by the sign-in, and by "
+                    "`/connect/*` for a browser that connects without a session (a Connect-only session: no "
+                    "one is signed in, `/auth/session` answers 401). Calls authenticated by it need "
+                    "`X-CSRF: 1`, and state-changing ones a same-origin (or no) `Origin`."
+                ),
+            },
+            "connectCookie": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "__Host-bff-connect",
+                "description": (
+                    "The browser's grant cookie: a signed reference to the Kryptos Connect grant bff holds "
+                    "(never the token, never the grant id). `HttpOnly`, `SameSite=Strict`, `Path=/`, lifetime "
+                    "`BFF_CONNECT_IDLE_TIMEOUT` (at most 400 days); named `bff-connect` on plain-http dev. Set by "
+                    "`POST /connect/exchange` and a connected `GET /connect/status`, cleared by "
+                    "`POST /connect/disconnect`; read by `/connect/*` only, so the grant outlives the session. "
+                    "A grant bound to a signed-in user serves only that user's sessions, whoever holds the cookie."
                 ),
             },
             "sessionToken": {
@@ -100,6 +116,7 @@ def components() -> dict[str, Any]:
                     "is_admin": {"type": "boolean"},
                 },
             },
+            **connect_schemas(),
             "MobileToken": {
                 "type": "object",
                 "required": ["session_token", "expires_in", "token_type"],
@@ -123,20 +140,28 @@ def build_document(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, Any]:
             "summary": "OAuth 2.0 / OpenID Connect backend-for-frontend for the Kryptos Connect API.",
             "description": (
                 "Every error from bff is `application/problem+json` (RFC 9457) with a stable `code` and a "
-                "`type` of `urn:bff:problem:<code>`. Forwarded `/api/...` calls pass Kryptos's status and JSON "
-                "through (`application/json`). Any other `/api/...` path is 404 `not_found`, any other method "
-                "405 `method_not_allowed`; non-canonical paths are 400 `invalid_path`. `/metrics` is served "
-                "on `BFF_METRICS_PORT` only and is not described here."
+                "`type` of `urn:bff:problem:<code>`. `/connect/*` drives the Kryptos Connect widget; the grant "
+                "it leaves is held by bff and used for the data calls. Forwarded `/api/...` calls pass Kryptos's "
+                "status and JSON through (`application/json`). Any other `/api/...` path is 404 `not_found`, "
+                "any other method 405 `method_not_allowed`; non-canonical paths are 400 `invalid_path`. "
+                "`/metrics` is served on `BFF_METRICS_PORT` only and is not described here."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "tags": [
             {"name": "auth", "description": "Sign-in, session and logout."},
             {"name": "mobile", "description": "Native apps (RFC 8252)."},
+            {"name": "connect", "description": "The Kryptos Connect widget (Guests) and grant revocation."},
             {"name": "api", "description": "Kryptos calls forwarded from the route table."},
             {"name": "operations", "description": "Liveness and readiness."},
         ],
-        "paths": {**auth_paths(), **forwarded_paths(routes), **operations_paths()},
+        "paths": {
+            **auth_paths(),
+            **connect_paths(),
+            **forwarded_paths(routes),
+            **grant_admin_paths(),
+            **operations_paths(),
+        },
         "components": components(),
     }
 

@@ -34,7 +34,24 @@ def forwarded_operation(route: ForwardRoute) -> dict[str, Any]:
     if route.access == "admin":
         description += " Admin only (`BFF_ADMIN_SUBJECTS`)."
     if user_call:
-        description += " An upstream 401 refreshes the access token once and retries once."
+        description += (
+            " The session's credential is its Kryptos Connect grant's token when it has one (never refreshed). "
+            "A grant that is gone answers 401 `connect_revoked` (the session lets go of it; a Connect-only "
+            "session ends): at once when bff already forgot it (disconnected, revoked by an administrator), "
+            "else after an upstream 401 that Kryptos's check-session confirms; when Kryptos says the grant is "
+            "still valid (or the check fails) the answer is 502 `connect_failed`. Otherwise the credential is "
+            "the OpenID Connect access token: an upstream 401 refreshes it once and retries once."
+        )
+    if route.grant_facts == "annotate":
+        description += (
+            " Each grant of the answer gains a `known` object: what earlier transaction-limit answers told bff "
+            "(`GrantFacts`)."
+        )
+    elif route.grant_facts == "learn":
+        description += (
+            " bff remembers what the answer says of the grant (Guest and its limit, or `NOT_ANON_USER`) for the "
+            "grant list's `known` object."
+        )
 
     parameters: list[dict[str, Any]] = [CSRF_REF]
     for name, pattern in route.path_params.items():
@@ -55,8 +72,13 @@ def forwarded_operation(route: ForwardRoute) -> dict[str, Any]:
         forbidden += ["forbidden", "limit_management_disabled"]
     bad_request = ["invalid_parameter", "invalid_body", "invalid_path"]
     unauthenticated = ["not_authenticated", "session_expired"]
+    bad_gateway = ["upstream_unavailable", "idp_unavailable"]
+    if user_call:
+        unauthenticated.append("connect_revoked")
+        bad_gateway.append("connect_failed")
+    ok = UPSTREAM_REF if route.grant_facts != "annotate" else {"$ref": "#/components/schemas/GrantList"}
     responses: dict[str, Any] = {
-        "200": json_response(UPSTREAM_REF, "Kryptos's answer, passed through."),
+        "200": json_response(ok, "Kryptos's answer, passed through."),
         "400": problem_response(400, *bad_request, upstream=True),
         "401": problem_response(401, *unauthenticated, upstream=route.credentials == "client"),
         "403": problem_response(403, *forbidden, upstream=True),
@@ -65,7 +87,7 @@ def forwarded_operation(route: ForwardRoute) -> dict[str, Any]:
             **problem_response(429, upstream=True),
             "headers": {"Retry-After": {"description": "Passed through.", "schema": {"type": "string"}}},
         },
-        "502": problem_response(502, "upstream_unavailable", "idp_unavailable", upstream=True),
+        "502": problem_response(502, *bad_gateway, upstream=True),
         "503": {
             **problem_response(503, "session_store_unavailable", "refresh_in_progress", "idp_busy", upstream=True),
             "headers": RETRY_AFTER,
@@ -102,6 +124,3 @@ def forwarded_paths(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, dict
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = forwarded_operation(route)
     return paths
-
-
-# --- /auth/... and operations ---------------------------------------------------------------------------
