@@ -1,8 +1,9 @@
 """``bff dev``: the Kryptos emulator, the BFF and the demo SPA in one process on one origin.
 
 The emulator is mounted at ``/_kryptos`` and the BFF reaches it over real HTTP like any provider, so the
-demo exercises exactly the code ``bff serve`` runs. Secrets are generated per run; nothing is read from a
-Kryptos account. Never used by ``bff serve``.
+demo exercises exactly the code ``bff serve`` runs. Secrets are generated per run (the client secret may be
+given as ``BFF_EMULATOR_CLIENT_SECRET``, as for ``bff emulator``: the browser tests do, to look for it in
+what the page receives); nothing is read from a Kryptos account. Never used by ``bff serve``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SPA_CSP = (
 def dev_settings(port: int, environ: Mapping[str, str]) -> tuple[Settings, EmulatorConfig]:
     public_url = f"http://localhost:{port}"
     base = public_url + EMULATOR_MOUNT
-    client_secret = secrets.token_urlsafe(32)
+    client_secret = environ.get("BFF_EMULATOR_CLIENT_SECRET") or secrets.token_urlsafe(32)
     env = {
         "BFF_PUBLIC_URL": public_url,
         "BFF_CLIENT_ID": DEV_CLIENT_ID,

@@ -4,13 +4,15 @@ Playwright's own browser download is never used: Chromium is launched from the s
 that keep it from phoning home (without them its background connections are refused on a closed network and
 slow it down). Test modules skip themselves when Chromium is missing (`SKIP_REASON`; a module-level skip here
 would break `pytest tests/e2e`, which loads this file before collection). When a test fails, every page it
-opened is saved as a full-page screenshot with its console log in `.artifacts/e2e/`.
+opened is saved as a full-page screenshot with its console log in `.artifacts/e2e/`, next to the output that
+`bff dev` wrote during the test.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -55,10 +57,15 @@ PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 @dataclass(frozen=True)
 class DevServer:
-    """A running `bff dev`: the SPA, the BFF and the emulator on one origin."""
+    """A running `bff dev`: the SPA, the BFF and the emulator on one origin.
+
+    `client_secret` is the OAuth client's secret (BFF and emulator share it), chosen here so that the tests
+    can look for it in everything a page receives.
+    """
 
     base_url: str
     log: IO[str]
+    client_secret: str
 
     @property
     def emulator_control(self) -> str:
@@ -74,6 +81,8 @@ def bff_dev() -> Iterator[DevServer]:
     port = free_port()
     # Only PATH and HOME: a developer's own BFF_* variables would otherwise reach `bff dev`.
     env = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+    client_secret = secrets.token_urlsafe(32)
+    env["BFF_EMULATOR_CLIENT_SECRET"] = client_secret
     # Output goes to a file, not a pipe: a chatty server must never block on a full pipe.
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
@@ -86,7 +95,7 @@ def bff_dev() -> Iterator[DevServer]:
         )
         try:
             base_url = f"http://localhost:{port}"
-            server = DevServer(base_url, log)
+            server = DevServer(base_url, log, client_secret)
             wait_ready(f"{base_url}/readyz", proc, server.output, what="bff dev", timeout=30)
             yield server
         finally:
@@ -138,8 +147,9 @@ def _artifact_name(nodeid_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid_name).strip("_") or "test"
 
 
-async def _save_artifacts(name: str, opened: list[_OpenedPage]) -> None:
+async def _save_artifacts(name: str, opened: list[_OpenedPage], server_output: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"{name}.server.txt").write_text(server_output, encoding="utf-8")
     for index, item in enumerate(opened, start=1):
         stem = name if index == 1 else f"{name}-{index}"
         try:
@@ -156,6 +166,7 @@ async def open_page(
 ) -> AsyncIterator[OpenPage]:
     """Open a page in a new browser context (its own cookie jar); screenshots of every page on failure."""
     opened: list[_OpenedPage] = []
+    server_log_start = len(fresh_emulator.output())  # characters: the test's own output follows
 
     async def factory() -> Page:
         context = await browser.new_context(base_url=fresh_emulator.base_url, viewport={"width": 1280, "height": 900})
@@ -176,7 +187,8 @@ async def open_page(
     finally:
         call = request.node.stash.get(PHASE_REPORTS, {}).get("call")
         if call is not None and call.failed:
-            await _save_artifacts(_artifact_name(request.node.name), opened)
+            output = fresh_emulator.output()[server_log_start:]
+            await _save_artifacts(_artifact_name(request.node.name), opened, output)
         for item in opened:
             await item.context.close()
 

@@ -7,10 +7,7 @@ emulator (`fresh_emulator`) in a fresh browser context, so the tests do not depe
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -22,33 +19,25 @@ if CHROMIUM is None:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 pytest.importorskip("playwright.async_api", reason="playwright is not installed in .venv (a dev dependency)")
 
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Frame, Locator, Page, Request, Response, expect
+from playwright.async_api import Frame, Locator, Page, expect
+
+from tests.e2e.helpers import (
+    JWT,
+    SESSION_COOKIE,
+    TOKEN_KEYS,
+    Traffic,
+    grant_row,
+    integration_rows,
+    set_grant_limit,
+    sign_in,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SESSION_COOKIE = "bff-session"  # the plain-http name (`__Host-bff-session` behind https)
 GUEST_GRANT = "cgrant_guest_demo"
 LINKED_GRANT = "cgrant_linked_lena"
 NOT_ANON_USER_TEXT = "This grant belongs to a Linked Kryptos account. Transaction limits only apply to Guest users."
-JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.?[A-Za-z0-9_-]*")
-TOKEN_KEYS = re.compile(r"\"(access_token|refresh_token|id_token)\"\s*:")
-
-
-def _rows(page: Page) -> Locator:
-    return page.get_by_test_id("integration-row")
-
-
-async def sign_in(page: Page, user: str) -> None:
-    """From the signed-out SPA through the emulator's login page (the user's button) back to the SPA."""
-    await page.goto("/")
-    await expect(page.locator("body")).to_have_attribute("data-state", "signed-out")
-    await page.get_by_test_id("sign-in").click()
-    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    assert "/_kryptos/oidc/" in page.url, page.url
-    await page.get_by_role("button", name=user).click()
-    await expect(page.locator("body")).to_have_attribute("data-state", "signed-in")
-    await expect(page.get_by_test_id("user-name")).to_have_text(user)
+_rows = integration_rows
 
 
 async def wallet_ids(rows: Locator) -> list[str]:
@@ -102,6 +91,12 @@ async def test_search_narrows_the_table_and_clearing_brings_every_row_back(page:
     await expect(rows).to_have_count(14)
 
 
+LIST_TOP_IN_VIEW = """() => {
+    const top = document.querySelector("[data-testid=integrations-section]").getBoundingClientRect().top;
+    return top >= 0 && top < 120;
+}"""
+
+
 async def test_paging_through_sixty_integrations(page: Page) -> None:
     await sign_in(page, "Gustav Guest")
     rows = _rows(page)
@@ -115,15 +110,20 @@ async def test_paging_through_sixty_integrations(page: Page) -> None:
     await expect(prev).to_be_disabled()
     first = await wallet_ids(rows)
 
-    await next_.click()
+    await next_.click()  # below the fold: Playwright scrolls down to it
     await expect(info).to_have_text("Page 2 of 6 · 60 integrations")
     await expect(rows).to_have_count(10)
     second = await wallet_ids(rows)
     assert not set(first) & set(second), (first, second)
+    # The new page starts at the top of the list (just under the sticky header), not at the pager.
+    await page.wait_for_function(LIST_TOP_IN_VIEW)
+    assert await page.evaluate("window.scrollY") > 0
 
+    await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     await prev.click()
     await expect(info).to_have_text("Page 1 of 6 · 60 integrations")
     assert await wallet_ids(rows) == first
+    await page.wait_for_function(LIST_TOP_IN_VIEW)
 
 
 async def test_details_of_a_partially_synced_integration_explain_the_limit(page: Page) -> None:
@@ -160,16 +160,14 @@ async def test_details_of_a_partially_synced_integration_explain_the_limit(page:
     await expect(details).to_be_hidden()
 
 
-async def set_grant_limit(page: Page, grant_id: str, limit: str) -> Locator:
-    grant = page.locator(f"[data-testid=grant-row][data-grant-id={grant_id}]")
-    await grant.get_by_test_id("grant-limit-input").fill(limit)
-    await grant.get_by_test_id("grant-save").click()
-    result = grant.get_by_test_id("grant-result")
-    await expect(result).not_to_have_attribute("data-kind", "pending")
-    return result
+async def resync(row: Locator) -> None:
+    """Re-sync one integration from its row and wait until the job ended and the list was loaded again."""
+    await row.get_by_test_id("resync").click()
+    await expect(row.get_by_test_id("resync-status")).to_have_attribute("data-status", "completed")
+    await expect(row.get_by_test_id("resync")).to_be_enabled()
 
 
-async def test_admin_raises_a_guest_limit_and_the_guest_sees_it(open_page: OpenPage) -> None:
+async def test_admin_raises_a_guest_limit_and_the_guest_sees_it_after_a_resync(open_page: OpenPage) -> None:
     admin = await open_page()
     await sign_in(admin, "Ada Admin")
     await expect(admin.get_by_test_id("admin-badge")).to_be_visible()
@@ -179,55 +177,38 @@ async def test_admin_raises_a_guest_limit_and_the_guest_sees_it(open_page: OpenP
     result = await set_grant_limit(admin, GUEST_GRANT, "500000")
     await expect(result).to_have_attribute("data-kind", "success")
     await expect(result).to_have_text(re.compile(r"^Saved: limit 500,000, limiter \w+ for user anon_7f3a9c21$"))
+    # The row shows what the answer said: a Guest's grant, limited to 500,000.
+    guest_grant = grant_row(admin, grant_id=GUEST_GRANT)
+    await expect(guest_grant.get_by_test_id("grant-kind")).to_have_text("Guest")
+    await expect(guest_grant.get_by_test_id("grant-limit")).to_have_text("500,000")
 
+    linked = grant_row(admin, grant_id=LINKED_GRANT)
+    await expect(linked.get_by_test_id("grant-kind")).to_have_text("Unknown")  # nothing learned about it yet
     result = await set_grant_limit(admin, LINKED_GRANT, "5000")
     await expect(result).to_have_attribute("data-kind", "error")
     await expect(result).to_contain_text(NOT_ANON_USER_TEXT)
     await expect(result).to_contain_text("code: NOT_ANON_USER")
+    await expect(linked.get_by_test_id("grant-kind")).to_have_text("Linked")
+    # Once the BFF knows the grant is a Linked account's, the list offers no limit form for it.
+    await admin.get_by_test_id("admin-section").get_by_role("button", name="Refresh").click()
+    await expect(linked.get_by_test_id("grant-kind")).to_have_text("Linked")
+    await expect(linked.get_by_test_id("grant-limit-input")).to_have_count(0)
+    await expect(linked.get_by_test_id("grant-limit-na")).to_be_visible()
+    await expect(guest_grant.get_by_test_id("grant-limit-input")).to_be_visible()
 
     guest = await open_page()  # another browser context: the Guest's own cookie jar
     await sign_in(guest, "Guest Demo")
     await expect(guest.get_by_test_id("transaction-limit")).to_have_text("500,000")
     await expect(_rows(guest)).to_have_count(14)
+    # An integration shows what its last sync imported: the raised limit shows after a re-sync.
+    limited = [_rows(guest).filter(has_text=name) for name in ("Derivatives Desk", "Phantom")]
+    for row in limited:
+        await expect(row).to_contain_text("Limit reached")
+    for row in limited:
+        await resync(row)
     # Every integration now fits under the limit: nothing is "limit reached" any more.
     await expect(guest.get_by_text("Limit reached")).to_have_count(0)
     await expect(_rows(guest).filter(has_text="Derivatives Desk")).to_contain_text("Completed")
-
-
-@dataclass
-class Traffic:
-    """Everything the page received (and the URLs it asked for), as text to search for secrets."""
-
-    base_url: str
-    pending: list[asyncio.Future[None]] = field(default_factory=list)
-    texts: list[tuple[str, str]] = field(default_factory=list)
-    bodies: dict[str, int] = field(default_factory=dict)
-
-    def watch(self, page: Page) -> None:
-        page.on("request", self._on_request)
-        page.on("response", lambda response: self.pending.append(asyncio.ensure_future(self._capture(response))))
-
-    def _on_request(self, request: Request) -> None:
-        self.texts.append((f"request URL {request.url}", request.url))
-
-    async def _capture(self, response: Response) -> None:
-        where = f"{response.request.method} {response.url} → {response.status}"
-        headers = await response.all_headers()
-        self.texts.append((f"headers of {where}", json.dumps(headers)))
-        content_type = headers.get("content-type", "")
-        textual = "json" in content_type or content_type.startswith("text/")
-        if response.url.startswith(self.base_url) and textual and not 300 <= response.status < 400:
-            try:
-                body = (await response.body()).decode("utf-8", "replace")
-            except PlaywrightError as exc:  # the document was replaced before its body was read
-                body = f"[body unavailable: {exc}]"
-            else:
-                key = f"{response.request.method} {response.url.removeprefix(self.base_url).split('?')[0]}"
-                self.bodies[key] = self.bodies.get(key, 0) + 1
-            self.texts.append((f"body of {where}", body))
-
-    async def settle(self) -> None:
-        await asyncio.gather(*self.pending)
 
 
 def issued_secrets(bff_dev: DevServer) -> tuple[set[str], set[str]]:
@@ -310,6 +291,12 @@ async def test_sign_out_ends_the_session(page: Page, bff_dev: DevServer) -> None
     await expect(page.locator("body")).to_have_attribute("data-state", "signed-out")
     await expect(page.get_by_test_id("sign-in")).to_be_visible()
     await expect(page.get_by_test_id("user-name")).to_have_count(0)
+    # The page that comes back confirms the sign-out, and keeps nothing in storage to do so.
+    await expect(page.get_by_test_id("page-notice")).to_have_text("Signed out. Your session on this site has ended.")
+    assert await page.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}])") == "[{},{}]"
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-state", "signed-out")
+    await expect(page.get_by_test_id("page-notice")).to_be_hidden()  # said once, not on every visit
     answer = await fetch_session_status(page)
     assert answer["status"] == 401
     assert answer["body"]["code"] == "not_authenticated"

@@ -27,10 +27,16 @@ export class ApiError extends Error {
 }
 
 let unauthenticatedHandler = null;
+let connectRevokedHandler = null;
 
 /** Register the function called when any request answers 401 not_authenticated / session_expired. */
 export function onUnauthenticated(fn) {
   unauthenticatedHandler = fn;
+}
+
+/** Register the function called when a data call answers 401 connect_revoked (the Connect grant is gone). */
+export function onConnectRevoked(fn) {
+  connectRevokedHandler = fn;
 }
 
 export function isAbort(err) {
@@ -111,8 +117,13 @@ async function readBody(res) {
   }
 }
 
-function sleep(ms, signal) {
+/** Resolve after `ms`, or reject with an AbortError as soon as `signal` aborts. */
+export function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) {
+      reject(new DOMException("Aborted", "AbortError"));
+      return;
+    }
     const t = setTimeout(resolve, ms);
     if (signal) {
       signal.addEventListener(
@@ -130,8 +141,10 @@ function sleep(ms, signal) {
 /**
  * Perform a same-origin request and return the parsed JSON body (or null).
  * Throws ApiError on any failure, or an AbortError when `signal` aborts.
+ * `notifyUnauthenticated: false` keeps a 401 from reaching the onUnauthenticated handler (for calls whose
+ * 401 is an answer, not a lost session: /auth/session of a browser that only holds a Connect grant).
  */
-export async function request(path, { method = "GET", json, signal, retryOnRefresh = true } = {}) {
+export async function request(path, { method = "GET", json, signal, retryOnRefresh = true, notifyUnauthenticated = true } = {}) {
   if (typeof path !== "string" || !path.startsWith("/") || path.startsWith("//") || path.includes("\\")) {
     throw new ApiError({ code: "invalid_path", message: "Refusing to call a non same-origin URL." });
   }
@@ -179,20 +192,29 @@ export async function request(path, { method = "GET", json, signal, retryOnRefre
   const err = toApiError(res, parsed);
 
   if (res.status === 401 && (err.code === "not_authenticated" || err.code === "session_expired")) {
-    if (unauthenticatedHandler) unauthenticatedHandler(err);
+    if (unauthenticatedHandler && notifyUnauthenticated) unauthenticatedHandler(err);
+    throw err;
+  }
+
+  if (res.status === 401 && err.code === "connect_revoked") {
+    if (connectRevokedHandler) connectRevokedHandler(err);
     throw err;
   }
 
   if (retryOnRefresh && err.code === "refresh_in_progress" && method === "GET") {
     await sleep(700, signal);
-    return request(path, { method, json, signal, retryOnRefresh: false });
+    return request(path, { method, json, signal, retryOnRefresh: false, notifyUnauthenticated });
   }
 
   throw err;
 }
 
+const segment = (value) => encodeURIComponent(String(value));
+
 export const api = {
-  session: (opts) => request("/auth/session", opts),
+  // The OpenID Connect sign-in only: a browser holding just a Connect grant gets a 401 here, which is an
+  // answer ("not signed in"), not a lost session.
+  session: (opts) => request("/auth/session", { ...opts, notifyUnauthenticated: false }),
   logout: (path = "/auth/logout") => request(path, { method: "POST" }),
   userinfo: (opts) => request("/api/v1/userinfo", opts),
   integrations: ({ page, pageSize, searchedKey }, opts) => {
@@ -202,7 +224,16 @@ export const api = {
     if (searchedKey) q.set("searchedKey", searchedKey);
     return request(`/api/v1/integrations?${q.toString()}`, opts);
   },
+  resync: (integrationId, opts) => request(`/api/v1/integrations/${segment(integrationId)}/resync`, { ...opts, method: "POST" }),
+  syncJob: (jobId, opts) => request(`/api/v1/sync/${segment(jobId)}`, opts),
   grants: (opts) => request("/api/developer/grants", opts),
   setGrantLimit: (grantId, patch) =>
-    request(`/api/developer/grants/${encodeURIComponent(grantId)}/transaction-limit`, { method: "PATCH", json: patch }),
+    request(`/api/developer/grants/${segment(grantId)}/transaction-limit`, { method: "PATCH", json: patch }),
+  revokeGrant: (grantId) => request(`/api/developer/grants/${segment(grantId)}/revoke`, { method: "POST" }),
+  // Kryptos Connect (Guests): the 15-year token stays in the BFF; the page only ever sees the one-time
+  // link and public tokens, which are worthless once used.
+  connectStatus: (opts) => request("/connect/status", { ...opts, notifyUnauthenticated: false }),
+  connectLinkToken: () => request("/connect/link-token", { method: "POST" }),
+  connectExchange: (publicToken) => request("/connect/exchange", { method: "POST", json: { public_token: publicToken } }),
+  connectDisconnect: () => request("/connect/disconnect", { method: "POST" }),
 };

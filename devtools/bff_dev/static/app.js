@@ -1,9 +1,16 @@
 // Entry module of the demo SPA. Talks only to same-origin BFF endpoints
 // (see api.js); never sees a token and cannot read the HttpOnly session cookie.
-import { api, onUnauthenticated } from "./api.js";
+//
+// Three views, chosen by two independent facts:
+//   * "signed-in":  an OpenID Connect sign-in (/auth/session), with or without a Connect grant;
+//   * "connected":  no sign-in, but a Kryptos Connect grant (a Guest who connected through the widget);
+//   * "signed-out": neither.
+// The "Connect your accounts" card is part of every view.
+import { api, onUnauthenticated, onConnectRevoked } from "./api.js";
 import { h, str, formatLimit, formatDateTime, formatTime, toDate, createErrorBanner } from "./ui.js";
 import { createIntegrations } from "./integrations.js";
 import { createAdmin } from "./admin.js";
+import { createConnect } from "./connect.js";
 
 const LOGIN_ERRORS = {
   access_denied: "Sign-in was cancelled, or access was not granted. You can try again whenever you like.",
@@ -26,13 +33,23 @@ const els = {
   userArea: $("user-area"),
   view: $("view"),
   loginError: $("login-error"),
+  pageNotice: $("page-notice"),
   main: $("main"),
 };
 
 const banner = createErrorBanner($("error-banner"));
 
-let current = null; // { session, integrations, admin } while signed in
-let sessionSeq = 0;
+// Sign-out leaves through the provider's end-session page and comes back as a fresh page load; this flag
+// (a timestamp, removed as soon as it is read) lets the page that comes back say "Signed out".
+const SIGNED_OUT_KEY = "bff-demo.signed-out";
+const SIGNED_OUT_FRESH_MS = 10 * 60 * 1000;
+
+let auth = null; // the /auth/session answer while signed in with OpenID Connect
+let current = null; // the view on screen: { mode, session, integrations, admin, userinfoController, connectNode }
+let checkSeq = 0;
+let checking = false; // a full check is running: it renders once both answers are in
+
+const connect = createConnect({ onChange: connectionChanged });
 
 function setState(state) {
   els.body.dataset.state = state;
@@ -97,44 +114,81 @@ function safeNavigationUrl(value) {
 }
 
 // --- Views ------------------------------------------------------------------
+function mode() {
+  if (auth) return "signed-in";
+  return connect.connected ? "connected" : "signed-out";
+}
+
+/** Show the view the current facts call for; only rebuilds when the view changes (or `force`). */
+function render({ reason = "", force = false } = {}) {
+  const next = mode();
+  if (!force && current && current.mode === next) return false;
+  const hadView = current !== null;
+  teardown();
+  banner.clearAll();
+  if (next === "signed-in") showMain(auth);
+  else if (next === "connected") showMain(null);
+  else showSignedOut(reason, hadView);
+  return true;
+}
+
+function connectionChanged() {
+  if (checking) return; // the running check renders once it has both answers
+  if (render()) return;
+  // Same view (signed in with OpenID Connect): the data may now come from another grant.
+  if (current && current.integrations) {
+    current.integrations.load();
+    if (current.profile) loadUserinfo(current.profile, current.session);
+  }
+}
+
 function teardown() {
   if (current) {
     if (current.integrations) current.integrations.destroy();
     if (current.admin) current.admin.destroy();
     if (current.userinfoController) current.userinfoController.abort();
+    if (current.connectNode) connect.unmount(current.connectNode);
   }
   current = null;
   els.userArea.replaceChildren();
 }
 
-function showSignedOut(reason = "") {
-  sessionSeq += 1; // ignore any session check still in flight
-  const wasSignedIn = current !== null;
-  teardown();
-  banner.clearAll();
+function connectSection(extraClass = "") {
+  return h("section", { className: `card card-connect ${extraClass}`.trim(), attrs: { "aria-label": "Connect your accounts", "data-testid": "connect-section" } });
+}
+
+function showSignedOut(reason, focusButton) {
   const button = h("button", { type: "button", className: "btn btn-primary btn-large", text: "Sign in", attrs: { "data-testid": "sign-in" }, on: { click: signIn } });
+  const connectNode = connectSection("hero");
   els.view.replaceChildren(
     h(
-      "section",
-      { className: "card hero", attrs: { "aria-labelledby": "signed-out-title" } },
-      h("h1", { id: "signed-out-title", text: "See your crypto integrations" }),
-      reason ? h("p", { className: "callout callout-info", text: reason, attrs: { "data-testid": "signed-out-reason" } }) : null,
+      "div",
+      { className: "stack hero-stack" },
       h(
-        "p",
-        { className: "lead" },
-        "Sign in with Kryptos to view the exchanges and wallets connected to your account, their sync status and your transaction limit.",
+        "section",
+        { className: "card hero", attrs: { "aria-labelledby": "signed-out-title" } },
+        h("h1", { id: "signed-out-title", text: "See your crypto integrations" }),
+        reason ? h("p", { className: "callout callout-info", text: reason, attrs: { "data-testid": "signed-out-reason" } }) : null,
+        h(
+          "p",
+          { className: "lead" },
+          "Sign in with Kryptos to view the exchanges and wallets connected to your account, their sync status and your transaction limit.",
+        ),
+        h(
+          "ul",
+          { className: "checklist" },
+          h("li", { text: "Your tokens stay on the server; this page never sees them." }),
+          h("li", { text: "You can sign out at any time." }),
+        ),
+        button,
       ),
-      h(
-        "ul",
-        { className: "checklist" },
-        h("li", { text: "Your tokens stay on the server; this page never sees them." }),
-        h("li", { text: "You can sign out at any time." }),
-      ),
-      button,
+      connectNode,
     ),
   );
+  current = { mode: "signed-out", session: null, integrations: null, admin: null, userinfoController: null, connectNode, profile: null };
+  connect.mount(connectNode);
   setState("signed-out");
-  if (wasSignedIn) button.focus();
+  if (focusButton) button.focus();
 }
 
 function renderHeader(session) {
@@ -167,12 +221,31 @@ function renderHeader(session) {
   );
 }
 
+function renderConnectedHeader() {
+  const status = connect.status || {};
+  const workspace = str(status.workspaceName) || "your workspace";
+  els.userArea.replaceChildren(
+    h(
+      "div",
+      { className: "user-meta" },
+      h(
+        "div",
+        { className: "user-line" },
+        h("span", { className: "user-name", text: workspace, attrs: { "data-testid": "connection-name", title: workspace } }),
+        h("span", { className: "badge badge-success badge-small", text: "Connected" }),
+      ),
+      h("span", { className: "user-email", text: "Guest connection, no sign-in" }),
+    ),
+    h("button", { type: "button", className: "btn btn-secondary", text: "Sign in", attrs: { "data-testid": "sign-in" }, on: { click: signIn } }),
+  );
+}
+
 function profileRow(label, value, testid) {
   return h("div", { className: "kv" }, h("dt", { text: label }), h("dd", { attrs: testid ? { "data-testid": testid } : undefined }, value));
 }
 
 function renderProfile(section, session, userinfo) {
-  const base = session.user && typeof session.user === "object" ? session.user : {};
+  const base = session && session.user && typeof session.user === "object" ? session.user : {};
   const ui = userinfo && userinfo.userInfo && typeof userinfo.userInfo === "object" ? userinfo.userInfo : null;
   const u = { ...base, ...(ui || {}) };
   const limitNode = ui
@@ -184,7 +257,7 @@ function renderProfile(section, session, userinfo) {
     h(
       "dl",
       { className: "profile" },
-      profileRow("Name", str(u.name) || "—"),
+      profileRow("Name", str(u.name) || "—", "profile-name"),
       profileRow(
         "Email",
         email
@@ -204,12 +277,14 @@ function renderProfile(section, session, userinfo) {
 }
 
 async function loadUserinfo(section, session) {
+  if (!current) return;
+  if (current.userinfoController) current.userinfoController.abort();
   const ctl = new AbortController();
   current.userinfoController = ctl;
   const mine = current;
   try {
     const body = await api.userinfo({ signal: ctl.signal });
-    if (current !== mine) return;
+    if (current !== mine || ctl.signal.aborted) return;
     renderProfile(section, session, body);
     banner.clear("userinfo");
     const ui = body && body.userInfo && typeof body.userInfo === "object" ? body.userInfo : {};
@@ -222,31 +297,80 @@ async function loadUserinfo(section, session) {
   }
 }
 
-function showSignedIn(session) {
-  teardown();
-  banner.clearAll();
-  renderHeader(session);
+/** The data view: signed in with OpenID Connect (`session`), or only connected through Kryptos Connect (null). */
+function showMain(session) {
+  const signedIn = session !== null;
+  if (signedIn) renderHeader(session);
+  else renderConnectedHeader();
 
+  const connectNode = connectSection();
   const profile = h("section", { className: "card", attrs: { "aria-label": "Your account", "data-testid": "profile" } });
-  const integrationsSection = h("section", { className: "card", attrs: { "aria-label": "Integrations", "data-testid": "integrations-section" } });
-  const sections = [profile, integrationsSection];
+  const integrationsSection = h("section", { className: "card card-integrations", attrs: { "aria-label": "Integrations", "data-testid": "integrations-section" } });
+  const sections = signedIn ? [profile, connectNode, integrationsSection] : [connectNode, profile, integrationsSection];
 
-  current = { session, integrations: null, admin: null, userinfoController: null };
+  current = { mode: signedIn ? "signed-in" : "connected", session, integrations: null, admin: null, userinfoController: null, connectNode, profile };
   renderProfile(profile, session, undefined);
-  current.integrations = createIntegrations(integrationsSection, { banner });
+  const mine = current;
+  current.integrations = createIntegrations(integrationsSection, {
+    banner,
+    // A finished re-sync may have changed what the profile shows (the limit).
+    onSynced: () => {
+      if (current === mine) loadUserinfo(profile, session);
+    },
+  });
+  connect.mount(connectNode);
 
-  if (session.is_admin === true) {
-    const adminSection = h("section", { className: "card card-admin", attrs: { "aria-label": "Transaction limits (Guest users)", "data-testid": "admin-section" } });
+  if (signedIn && session.is_admin === true) {
+    const adminSection = h("section", { className: "card card-admin", attrs: { "aria-label": "Grants and transaction limits", "data-testid": "admin-section" } });
     current.admin = createAdmin(adminSection);
     sections.push(adminSection);
   }
 
   els.view.replaceChildren(h("div", { className: "stack" }, sections));
-  setState("signed-in");
+  setState(current.mode);
 
   loadUserinfo(profile, session);
   current.integrations.load();
   if (current.admin) current.admin.load();
+}
+
+// --- Page notice ("Signed out") -----------------------------------------------
+function showPageNotice(text, kind) {
+  const dismiss = h("button", {
+    type: "button",
+    className: "banner-dismiss",
+    attrs: { "aria-label": "Dismiss message" },
+    on: { click: () => { els.pageNotice.hidden = true; } },
+  });
+  els.pageNotice.replaceChildren(h("span", { className: "banner-icon", attrs: { "aria-hidden": "true" } }), h("div", { className: "banner-text", text }), dismiss);
+  els.pageNotice.dataset.kind = kind;
+  els.pageNotice.hidden = false;
+}
+
+function hidePageNotice() {
+  els.pageNotice.hidden = true;
+}
+
+const SIGNED_OUT_TEXT = "Signed out. Your session on this site has ended.";
+
+function rememberSignedOut() {
+  try {
+    window.sessionStorage.setItem(SIGNED_OUT_KEY, String(Date.now()));
+  } catch {
+    /* storage may be disabled: the page then just does not confirm */
+  }
+}
+
+function takeSignedOut() {
+  try {
+    const value = window.sessionStorage.getItem(SIGNED_OUT_KEY);
+    if (value === null) return false;
+    window.sessionStorage.removeItem(SIGNED_OUT_KEY);
+    const when = Number(value);
+    return Number.isFinite(when) && Date.now() - when >= 0 && Date.now() - when < SIGNED_OUT_FRESH_MS;
+  } catch {
+    return false;
+  }
 }
 
 async function doSignOut(session, button) {
@@ -255,8 +379,16 @@ async function doSignOut(session, button) {
   try {
     const body = await api.logout(logoutPath(session));
     const target = safeNavigationUrl(body && body.logout_url);
-    showSignedOut(target ? "" : "You have signed out.");
-    if (target) window.location.assign(target);
+    auth = null;
+    if (target) {
+      // The provider ends its own session and sends the browser back to `/`, which confirms.
+      rememberSignedOut();
+      render({ force: true });
+      window.location.assign(target);
+      return;
+    }
+    render({ force: true });
+    showPageNotice(SIGNED_OUT_TEXT, "signed-out");
   } catch (err) {
     if (err && err.status === 401) return; // already signed out; handler showed the view
     button.disabled = false;
@@ -265,33 +397,44 @@ async function doSignOut(session, button) {
   }
 }
 
-async function checkSession() {
-  sessionSeq += 1;
-  const mine = sessionSeq;
-  try {
-    const session = await api.session();
-    if (mine !== sessionSeq) return;
-    if (session && session.authenticated === true) showSignedIn(session);
-    else showSignedOut();
-  } catch (err) {
-    if (mine !== sessionSeq) return;
-    showSignedOut();
-    if (!(err && err.status === 401)) banner.show("session", err, "Could not check your session.");
+/** Ask both questions (signed in? connected?) and show the matching view. */
+async function checkState({ reason = "", justSignedOut = false } = {}) {
+  checkSeq += 1;
+  const mine = checkSeq;
+  checking = true;
+  const [sessionResult] = await Promise.allSettled([api.session(), connect.refresh()]);
+  if (mine !== checkSeq) return;
+  checking = false;
+  let sessionError = null;
+  if (sessionResult.status === "fulfilled") {
+    const session = sessionResult.value;
+    auth = session && session.authenticated === true ? session : null;
+  } else {
+    auth = null;
+    const err = sessionResult.reason;
+    if (!(err && err.status === 401)) sessionError = err;
   }
+  render({ reason, force: true });
+  if (sessionError) banner.show("session", sessionError, "Could not check your session.");
+  if (justSignedOut && !auth) showPageNotice(SIGNED_OUT_TEXT, "signed-out");
+  else if (auth) hidePageNotice();
 }
 
 onUnauthenticated((err) => {
-  if (err.code === "session_expired") {
-    showSignedOut("Your session has expired. Please sign in again.");
-  } else if (els.body.dataset.state !== "signed-out") {
-    showSignedOut(current ? "You have been signed out." : "");
-  }
+  const wasSignedIn = auth !== null;
+  auth = null;
+  const reason = err.code === "session_expired" ? "Your session has expired. Please sign in again." : wasSignedIn ? "You have been signed out." : "";
+  render({ reason });
+  // The browser may still hold a Connect grant, which the status call also resumes.
+  connect.refresh();
 });
+
+onConnectRevoked(() => connect.markRevoked());
 
 // Coming back through the back/forward cache: the session may have changed.
 window.addEventListener("pageshow", (event) => {
-  if (event.persisted) checkSession();
+  if (event.persisted) checkState();
 });
 
 handleLoginError();
-checkSession();
+checkState({ justSignedOut: takeSignedOut() });

@@ -1,11 +1,26 @@
-// Integrations table: search, page size, pagination, per-row sync details.
-import { api, isAbort } from "./api.js";
-import { h, str, formatNumber, formatLimit, formatRelative, formatDateTime, toDate, shorten, debounce, uid } from "./ui.js";
+// Integrations table: search, page size, pagination, per-row sync details and re-sync.
+import { api, isAbort, sleep } from "./api.js";
+import { h, str, fill, formatNumber, formatLimit, formatRelative, formatDateTime, toDate, shorten, debounce, uid, describeError } from "./ui.js";
 
 export const PAGE_SIZES = [10, 25, 50, 100, 200];
 const DEFAULT_PAGE_SIZE = 25;
 const SEARCH_MAX = 200;
 const SEARCH_DEBOUNCE_MS = 300;
+
+// Re-sync: POST …/resync answers a job id; GET /api/v1/sync/{jobId} is polled until the job ends.
+const SYNC_POLL_MS = 600;
+const SYNC_MAX_POLLS = 40; // ~25 s: a job still running after that is left to finish on its own
+const SYNC_TERMINAL = new Set(["completed", "partially_synced", "failed", "cancelled"]);
+const SYNC_TEXT = {
+  starting: { text: "Starting re-sync…", tone: "info" },
+  queued: { text: "Re-sync queued…", tone: "info" },
+  ongoing: { text: "Re-syncing…", tone: "info" },
+  completed: { text: "Re-sync completed", tone: "success" },
+  partially_synced: { text: "Re-sync partially completed", tone: "warning" },
+  failed: { text: "Re-sync failed", tone: "danger" },
+  cancelled: { text: "Re-sync cancelled", tone: "warning" },
+  timeout: { text: "Still re-syncing; refresh in a while to see the result.", tone: "warning" },
+};
 
 const STATUS = {
   COMPLETED: { label: "Completed", tone: "success" },
@@ -103,7 +118,7 @@ function limitExceededText(limit) {
   return "This integration stopped importing because the transaction limit was reached.";
 }
 
-export function createIntegrations(container, { banner }) {
+export function createIntegrations(container, { banner, onSynced = null }) {
   const state = {
     page: 1,
     pageSize: DEFAULT_PAGE_SIZE,
@@ -115,10 +130,15 @@ export function createIntegrations(container, { banner }) {
     loaded: false,
     error: null,
     expanded: new Set(),
+    // walletId -> { status, active, jobId, error }: survives re-renders and reloads of the list.
+    syncs: new Map(),
   };
   let seq = 0;
   let controller = null;
   let destroyed = false;
+  let scrollAfterLoad = false; // paging: bring the top of the list back into view once the page is shown
+  const syncControllers = new Set();
+  const rowControls = new Map(); // walletId -> { button, statusNode } of the rows on screen
 
   // --- Static structure -------------------------------------------------
   const searchId = uid("search");
@@ -149,7 +169,7 @@ export function createIntegrations(container, { banner }) {
       h(
         "tr",
         {},
-        ["Logo", "Integration", "Category", "Type", "Status", "Transactions", "Last synced", "Details"].map((label, i) =>
+        ["Logo", "Integration", "Category", "Type", "Status", "Transactions", "Last synced", "Actions"].map((label, i) =>
           h("th", { attrs: { scope: "col" }, className: i === 0 || i === 7 ? "col-narrow" : i === 5 ? "num" : "" }, i === 0 || i === 7 ? h("span", { className: "visually-hidden", text: label }) : label),
         ),
       ),
@@ -203,16 +223,19 @@ export function createIntegrations(container, { banner }) {
     const n = Number(pageSize.value);
     state.pageSize = PAGE_SIZES.includes(n) ? n : DEFAULT_PAGE_SIZE;
     state.page = 1;
+    scrollAfterLoad = true;
     load();
   });
   prev.addEventListener("click", () => {
     if (state.page > 1) {
       state.page -= 1;
+      scrollAfterLoad = true;
       load();
     }
   });
   next.addEventListener("click", () => {
     state.page += 1;
+    scrollAfterLoad = true;
     load();
   });
   refresh.addEventListener("click", () => load());
@@ -257,7 +280,106 @@ export function createIntegrations(container, { banner }) {
         controller = null;
         renderRows();
         renderChrome();
+        if (scrollAfterLoad) {
+          scrollAfterLoad = false;
+          scrollToTop();
+        }
       }
+    }
+  }
+
+  /** After paging, the new page starts at the top of the list, not wherever the pager button was. */
+  function scrollToTop() {
+    const header = document.querySelector(".app-header");
+    const headerBottom = header && getComputedStyle(header).position === "sticky" ? header.getBoundingClientRect().bottom : 0;
+    const top = container.getBoundingClientRect().top;
+    if (top < headerBottom || top > window.innerHeight) {
+      // `scroll-margin-top` (style.css) keeps the heading clear of the sticky header.
+      container.scrollIntoView({ block: "start", behavior: "auto" });
+    }
+  }
+
+  // --- Re-sync ------------------------------------------------------------
+  function syncInfo(walletId) {
+    return state.syncs.get(walletId) || null;
+  }
+
+  function setSync(walletId, info) {
+    state.syncs.set(walletId, info);
+    paintSync(walletId);
+  }
+
+  function paintSync(walletId) {
+    const controls = rowControls.get(walletId);
+    if (!controls) return;
+    const info = syncInfo(walletId);
+    const active = Boolean(info && info.active);
+    controls.button.disabled = active;
+    controls.button.textContent = active ? "Re-syncing…" : "Re-sync";
+    controls.button.setAttribute("aria-busy", active ? "true" : "false");
+    const node = controls.statusNode;
+    if (!info) {
+      node.replaceChildren();
+      node.hidden = true;
+      delete node.dataset.status;
+      return;
+    }
+    const known = Object.prototype.hasOwnProperty.call(SYNC_TEXT, info.status) ? SYNC_TEXT[info.status] : null;
+    let text = known ? known.text : `Re-sync: ${info.status.slice(0, 40)}`;
+    let tone = known ? known.tone : "neutral";
+    if (info.error) {
+      text = `Re-sync did not finish: ${describeError(info.error)}`;
+      tone = "danger";
+    }
+    node.className = `resync-status resync-${tone}`;
+    node.dataset.status = info.error ? "error" : info.status;
+    fill(node, active ? h("span", { className: "spinner spinner-small", attrs: { "aria-hidden": "true" } }) : null, active ? " " : null, text);
+    node.hidden = false;
+  }
+
+  async function resync(walletId) {
+    if (!walletId || destroyed) return;
+    const existing = syncInfo(walletId);
+    if (existing && existing.active) return;
+    const ctl = new AbortController();
+    syncControllers.add(ctl);
+    setSync(walletId, { status: "starting", active: true, jobId: "", error: null });
+    try {
+      const started = await api.resync(walletId, { signal: ctl.signal });
+      const job = started && started.data && typeof started.data === "object" ? started.data : {};
+      const jobId = str(job.job_id);
+      if (!jobId) throw Object.assign(new Error("no job id"), { code: "invalid_response", status: 0 });
+      let status = str(job.status, "queued").toLowerCase();
+      setSync(walletId, { status, active: !SYNC_TERMINAL.has(status), jobId, error: null });
+      for (let polls = 0; !SYNC_TERMINAL.has(status) && polls < SYNC_MAX_POLLS; polls += 1) {
+        await sleep(SYNC_POLL_MS, ctl.signal);
+        let body;
+        try {
+          body = await api.syncJob(jobId, { signal: ctl.signal });
+        } catch (err) {
+          if (err && err.status === 429 && !isAbort(err)) {
+            await sleep(Math.min(10, Math.max(1, err.retryAfter || 1)) * 1000, ctl.signal);
+            continue;
+          }
+          throw err;
+        }
+        const data = body && body.data && typeof body.data === "object" ? body.data : {};
+        status = str(data.status, status).toLowerCase();
+        setSync(walletId, { status, active: !SYNC_TERMINAL.has(status), jobId, error: null });
+      }
+      if (!SYNC_TERMINAL.has(status)) {
+        setSync(walletId, { status: "timeout", active: false, jobId, error: null });
+        return;
+      }
+      if (destroyed) return;
+      // The job changed what the list (and the profile) show: load them again.
+      load();
+      if (onSynced) onSynced(walletId, status);
+    } catch (err) {
+      if (isAbort(err) || destroyed) return;
+      setSync(walletId, { status: "error", active: false, jobId: "", error: err });
+    } finally {
+      syncControllers.delete(ctl);
     }
   }
 
@@ -281,6 +403,7 @@ export function createIntegrations(container, { banner }) {
   }
 
   function renderRows() {
+    rowControls.clear();
     const rows = [];
     if (state.error) {
       rows.push(emptyRow("Integrations could not be loaded.", "empty-error"));
@@ -342,8 +465,24 @@ export function createIntegrations(container, { banner }) {
       ),
     ];
 
-    const tr = h("tr", { className: "integration-row", attrs: { "data-testid": "integration-row" }, dataset: { walletId: str(integration.walletId) } });
+    const walletId = str(integration.walletId);
+    const tr = h("tr", { className: "integration-row", attrs: { "data-testid": "integration-row" }, dataset: { walletId } });
     const out = [tr];
+    const actions = h("div", { className: "row-actions" });
+    if (walletId) {
+      const resyncButton = h("button", {
+        type: "button",
+        className: "btn btn-small btn-secondary",
+        text: "Re-sync",
+        attrs: { "data-testid": "resync", "aria-label": `Re-sync ${name}` },
+        on: { click: () => resync(walletId) },
+      });
+      const statusNode = h("span", { className: "resync-status", hidden: true, attrs: { "data-testid": "resync-status", role: "status", "aria-live": "polite" } });
+      actions.append(resyncButton);
+      rowControls.set(walletId, { button: resyncButton, statusNode });
+      paintSync(walletId);
+      cells[1].append(statusNode);
+    }
 
     if (hasDetails(integration)) {
       const detailsId = uid("sync-details");
@@ -367,11 +506,12 @@ export function createIntegrations(container, { banner }) {
         else state.expanded.delete(key);
       });
       tr.classList.toggle("is-open", open);
-      cells.push(h("td", { className: "col-details", dataset: { label: "" } }, toggle));
+      actions.prepend(toggle);
+      cells.push(h("td", { className: "col-details", dataset: { label: "" } }, actions));
       tr.append(...cells);
       out.push(detailsRow);
     } else {
-      cells.push(h("td", { className: "col-details", dataset: { label: "" } }));
+      cells.push(h("td", { className: "col-details", dataset: { label: "" } }, actions));
       tr.append(...cells);
     }
     return out;
@@ -440,6 +580,8 @@ export function createIntegrations(container, { banner }) {
       destroyed = true;
       runSearch.cancel();
       if (controller) controller.abort();
+      for (const ctl of syncControllers) ctl.abort();
+      syncControllers.clear();
     },
   };
 }

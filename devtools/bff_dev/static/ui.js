@@ -31,6 +31,13 @@ export function h(tag, props = {}, ...children) {
   return node;
 }
 
+/** Replace `node`'s children, with the same rules as h(): null/false are skipped, never shown as "null". */
+export function fill(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
 function append(node, children) {
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
@@ -80,12 +87,18 @@ export function toDate(value) {
 }
 
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const relativeFormat = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
 
 export function formatDateTime(value) {
   const d = toDate(value);
   return d ? dateTimeFormat.format(d) : "—";
+}
+
+export function formatDate(value) {
+  const d = toDate(value);
+  return d ? dateFormat.format(d) : "—";
 }
 
 export function formatTime(value) {
@@ -119,6 +132,23 @@ export function shorten(value, head = 6, tail = 4) {
   return `${s.slice(0, head)}…${s.slice(-tail)}`;
 }
 
+// Identifiers (grant ids, workspace ids) are shortened the same way everywhere: the first ID_HEAD and last
+// ID_TAIL characters, the full value in the element's title.
+export const ID_HEAD = 12;
+export const ID_TAIL = 6;
+
+/** The shortened text of an identifier ("cgrant_8fJk2…Qa9xZw"); short ids are unchanged. */
+export function shortId(value) {
+  return shorten(value, ID_HEAD, ID_TAIL);
+}
+
+/** A monospace span showing the shortened identifier, the full one in `title`; "—" when there is none. */
+export function idText(value, attrs = {}) {
+  const full = str(value);
+  if (!full) return h("span", { className: "muted", text: "—", attrs });
+  return h("span", { className: "mono id", text: shortId(full), attrs: { ...attrs, title: full } });
+}
+
 const ERROR_TEXT = {
   // BFF problem codes
   not_authenticated: "You are not signed in.",
@@ -139,6 +169,13 @@ const ERROR_TEXT = {
   ACCESS_DENIED: "Your developer account is not allowed to manage this grant.",
   GRANT_NOT_FOUND: "This grant no longer exists. Refresh the list and try again.",
   INVALID_CLIENT: "Kryptos rejected this server's client credentials. Check the BFF configuration.",
+  // Kryptos Connect (Guests)
+  connect_revoked: "Your connection was revoked; connect again.",
+  public_token_used: "This connection attempt was already completed. Connect again to start a new one.",
+  public_token_expired: "The connection attempt took too long and expired. Please connect again.",
+  invalid_public_token: "Kryptos did not recognise this connection attempt. Please connect again.",
+  connect_failed: "Kryptos did not accept the request. Please try again in a moment.",
+  popup_blocked: "Your browser blocked the Kryptos window.",
 };
 
 // Codes whose server message is worth showing after the plain-words text.
@@ -164,7 +201,8 @@ export function describeError(err) {
 /** Fill `node` with the explanation and a "(code: …)" suffix. */
 export function renderError(node, err, prefix = "") {
   const code = err && typeof err.code === "string" ? err.code : "unknown_error";
-  node.replaceChildren(
+  fill(
+    node,
     prefix ? h("strong", { text: `${prefix} ` }) : null,
     h("span", { text: describeError(err) }),
     " ",
