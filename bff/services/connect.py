@@ -84,10 +84,11 @@ class ConnectService:
 
     # -- the Connect API ----------------------------------------------------------------------------------
 
-    async def _call(self, path: str, body: dict[str, Any] | None, method: str = "POST") -> tuple[int, dict[str, Any]]:
+    async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to the Connect API; its status and JSON object (502 ``connect_failed`` when not JSON)."""
         url = URL(self._upstream.bases["connect"] + path)
-        raw_body = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
-        answer = await self._upstream.send("connect", method, url, self._headers, raw_body)
+        raw_body = json.dumps(body, separators=(",", ":")).encode()
+        answer = await self._upstream.send("connect", "POST", url, self._headers, raw_body)
         status = answer.status
         raw = await Upstream.read(answer)
         try:
