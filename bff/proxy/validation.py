@@ -78,6 +78,19 @@ def validate_path(route: ForwardRoute, params: dict[str, Any]) -> dict[str, str]
     return out
 
 
+def json_object(media_type: str, raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or 400 ``invalid_body`` (not ``application/json``, not JSON, not an object)."""
+    if media_type != "application/json":
+        raise BadRequest("Send the body as application/json.", code="invalid_body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.", code="invalid_body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_body")
+    return data
+
+
 def validate_body(route: ForwardRoute, media_type: str, raw: bytes) -> bytes | None:
     """The JSON body to forward, rebuilt from validated fields; ``media_type`` is the request's, without
     parameters (:func:`bff.web.request.media_type`)."""
@@ -85,16 +98,9 @@ def validate_body(route: ForwardRoute, media_type: str, raw: bytes) -> bytes | N
         if raw:
             raise BadRequest("This endpoint takes no request body.", code="invalid_body")
         return None
-    if media_type != "application/json":
-        raise BadRequest("Send the body as application/json.", code="invalid_body")
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest("The request body is too large.", code="invalid_body")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_body") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_body")
+    data = json_object(media_type, raw)
     allowed = {f.name: f for f in route.body}
     clean: dict[str, Any] = {}
     for name, value in data.items():

@@ -12,7 +12,6 @@ the grant, and the grant is bound to the app user's subject.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from bff.errors import BadRequest, BffError, NotAuthenticated, error_response
 from bff.proxy.routes import GRANT_ID
+from bff.proxy.validation import json_object
 from bff.services.connect import NOT_CONNECTED, check_public_token
 from bff.services.container import Services
 from bff.sessions.connect import ConnectGrant
@@ -169,16 +169,8 @@ async def revoke_grant(request: Request) -> Response:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    if media_type(request) != "application/json":
-        raise BadRequest("Send the body as application/json.", code="invalid_body")
     try:
         raw = await read_limited(request, _MAX_BODY)
     except BodyTooLarge:
         raise BadRequest("The request body is too large.", code="invalid_body") from None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.", code="invalid_body") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.", code="invalid_body")
-    return data
+    return json_object(media_type(request), raw)
