@@ -169,6 +169,7 @@ class ConnectService:
         if data.get("has_valid_session") is not True:
             await self._gone(handle, grant, reason=str(data.get("reason") or "invalid"))
             return NOT_CONNECTED
+        await self._note_use(handle, grant)
         scopes = data.get("granted_scopes") if isinstance(data.get("granted_scopes"), str) else grant.scope
         workspace_id, workspace_name = data.get("workspace_id"), data.get("workspace_name")
         answer = {
@@ -241,6 +242,8 @@ class ConnectService:
             for handle, grant_id in await self.grants.idle_since(cutoff, limit=SWEEP_BATCH):
                 try:
                     await self._revoke_upstream(grant_id)
+                except Forbidden:
+                    pass  # another client's (BFF_CLIENT_ID changed): it serves us no more; forgotten below
                 except BffError as exc:
                     log.warning("idle connect grant not revoked yet", extra={"grant_id": grant_id, "reason": exc.code})
                     continue
@@ -314,13 +317,17 @@ class ConnectService:
         if grant is None or not grant.usable_by(session.sub):
             await self._detach(session_id, session)
             raise connect_revoked()
+        await self._note_use(handle, grant)
+        return handle, grant
+
+    async def _note_use(self, handle: str, grant: ConnectGrant) -> None:
+        """Move the grant's idle clock (the sweep's), at most once per ``_note_use_every`` per process."""
         now = self.grants.clock()
         if now - self._last_use_noted.get(handle, 0.0) >= self._note_use_every:
             await self.grants.used(handle, grant)
             if len(self._last_use_noted) >= _STATUS_CACHE_MAX:
                 self._last_use_noted.clear()
             self._last_use_noted[handle] = now
-        return handle, grant
 
     async def rejected(self, session_id: str, session: Session, handle: str, grant: ConnectGrant) -> BffError:
         """A data call with the grant's token was answered 401: what to answer, after asking Kryptos whether

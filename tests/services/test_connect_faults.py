@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,8 +25,9 @@ from bff.sessions.connect import ConnectGrant, ConnectGrants
 from bff.sessions.crypto import Keyring
 from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
-from bff.sessions.store import CONNECT_SWEEP_LOCK_KEY, GRANT_FACTS_KEY
+from bff.sessions.store import CONNECT_LAST_USE_KEY, CONNECT_SWEEP_LOCK_KEY, GRANT_FACTS_KEY
 from tests.support.clock import Clock
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerThread
 from tests.support.settings import minimal_settings
 
@@ -73,6 +75,15 @@ async def _service(api: FakeConnectApi, redis_url: str) -> AsyncIterator[Connect
     finally:
         await upstream.aclose()
         await store.aclose()
+
+
+IDLE = 400 * 86400  # BFF_CONNECT_IDLE_TIMEOUT's default
+
+
+def _clock(service: ConnectService) -> Clock:
+    clock = service.grants.clock
+    assert isinstance(clock, Clock)
+    return clock
 
 
 def _grant() -> ConnectGrant:
@@ -204,3 +215,39 @@ async def test_only_one_replica_sweeps_at_a_time(fake_api: FakeConnectApi, redis
             await store.delete_if_equal(CONNECT_SWEEP_LOCK_KEY, b"another replica")
         finally:
             await store.aclose()
+
+
+async def test_the_sweep_forgets_a_grant_kryptos_says_is_another_clients(fake_api: FakeConnectApi) -> None:
+    # Otherwise the oldest such grants would block every later sweep round for ever.
+    server = RedisServer().start()  # the sweep ends every idle grant in its Redis: a private one
+    try:
+        async with _service(fake_api, server.url) as service:
+            grant = _grant()
+            handle = service.grants.handle(await service.grants.create(grant))
+            _clock(service).advance(IDLE + 1)
+            fake_api.answer("/token/revoke", 403, {"success": False, "code": "ACCESS_DENIED"})
+            assert await service.sweep_idle() == 1
+            assert await service.grants.load(handle) is None
+            fake_api.answer("/token/revoke", 503, b"unavailable")  # a transient failure keeps the next one
+            other = _grant()
+            other_handle = service.grants.handle(await service.grants.create(other))
+            _clock(service).advance(IDLE + 1)
+            assert await service.sweep_idle() == 0
+            assert await service.grants.load(other_handle) is not None
+    finally:
+        server.stop()
+
+
+async def test_a_status_check_moves_the_idle_clock(fake_api: FakeConnectApi, redis_url: str) -> None:
+    async with _service(fake_api, redis_url) as service:
+        grant = _grant()
+        handle = service.grants.handle(await service.grants.create(grant))
+        _clock(service).advance(5 * 86400)
+        fake_api.answer("/link-token/check-session", 200, {"success": True, "data": {"has_valid_session": True}})
+        await service.status(handle, grant)
+        raw = aioredis.from_url(redis_url)
+        try:
+            assert await raw.zscore(CONNECT_LAST_USE_KEY, f"{handle} {grant.grant_id}") == START + 5 * 86400
+        finally:
+            await raw.aclose()
+        await service.grants.forget(handle, grant.grant_id)
