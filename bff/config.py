@@ -197,6 +197,8 @@ class Settings(BaseModel):
     rate_limit_mobile_token: int = Field(30, ge=0)
     rate_limit_backchannel: int = Field(300, ge=0)
     rate_limit_connect: int = Field(30, ge=0)  # /connect/link-token and /connect/exchange together
+    # The same two, all addresses and replicas together: what a flood from many addresses may cost Kryptos.
+    connect_budget_per_minute: int = Field(600, ge=0)
     # Sign-ins one browser (its login-binding cookie) may have pending at once.
     pending_logins_per_browser: int = Field(10, ge=2)
     # The provider's quota per client id, shared by every replica (Kryptos: 100 token-endpoint calls a

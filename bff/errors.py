@@ -25,7 +25,7 @@ before routing (the edge middleware, the HTTP protocol) render the same classes 
     ├── HeaderFieldsTooLarge (431)    request_header_fields_too_large
     ├── BadGateway (502)              upstream_unavailable, connect_failed
     │   └── IdpUnavailable            idp_unavailable
-    ├── ServiceUnavailable (503)      service_unavailable, refresh_in_progress
+    ├── ServiceUnavailable (503)      service_unavailable, refresh_in_progress, connect_busy
     │   ├── SessionStoreUnavailable   session_store_unavailable
     │   ├── IdpBusy                   idp_busy
     │   └── NotReady                  not_ready

@@ -94,6 +94,7 @@ async def link_token(request: Request) -> Response:
     svc = services(request)
     await svc.limits.check(client_address(request), "connect")  # first: a refused call costs Kryptos nothing
     current = await _caller(request)
+    await svc.limits.spend_connect_budget()
     reference = _reference(request, svc)
     found = await svc.connect.find(current.session if current else None, reference)
     link, authorized = await svc.connect.link_token(found[1] if found else None)
@@ -110,6 +111,7 @@ async def exchange(request: Request) -> Response:
     await svc.limits.check(client_address(request), "connect")
     public_token = check_public_token((await _json_body(request)).get("public_token"))
     current = await _caller(request)
+    await svc.limits.spend_connect_budget()
     sub = current.session.sub if current is not None else ""
     reference, grant = await svc.connect.exchange(public_token, sub=sub or None)
     handle = svc.connect.grants.handle(reference)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from bff import metrics
 from bff.config import Settings
-from bff.errors import RateLimited, retry_after_header
+from bff.errors import RateLimited, ServiceUnavailable, retry_after_header
 from bff.sessions.manager import LOGIN_STATE_TTL
 from bff.sessions.store import KeyValueStore, pending_logins_key, rate_limit_key
 
@@ -46,6 +46,7 @@ class RateLimits:
             "connect": settings.rate_limit_connect,
         }
         self._pending = settings.pending_logins_per_browser
+        self._connect_budget = settings.connect_budget_per_minute
 
     def __repr__(self) -> str:
         return f"RateLimits({self._per_minute})"
@@ -61,6 +62,23 @@ class RateLimits:
         if wait > 0:
             metrics.rate_limited.labels(endpoint=endpoint, limit="address").inc()
             raise RateLimited("Too many requests from this address; try again later.", headers=retry_after_header(wait))
+
+    async def spend_connect_budget(self) -> None:
+        """Count one Connect API call made for an anonymous-capable endpoint (link token, exchange) against the
+        deployment's budget (``BFF_CONNECT_BUDGET_PER_MINUTE``, every address and replica together), or raise
+        503 ``connect_busy``: a flood from many addresses, each under its own limit, still costs Kryptos no
+        more than this."""
+        if self._connect_budget <= 0:
+            return
+        key = rate_limit_key("connect_budget", f"{self._namespace} deployment")
+        wait = await self._store.rate_limit(key, interval=60.0 / self._connect_budget, burst=self._connect_budget)
+        if wait > 0:
+            metrics.rate_limited.labels(endpoint="connect", limit="deployment").inc()
+            raise ServiceUnavailable(
+                "Too many Kryptos Connect requests right now; try again shortly.",
+                code="connect_busy",
+                headers=retry_after_header(wait),
+            )
 
     async def start_login(self, binding_hash: str, state: str, *, new_binding: bool) -> None:
         """Count a sign-in pending for this browser, or raise 429 ``rate_limited`` when it has too many.

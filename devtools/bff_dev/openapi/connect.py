@@ -54,10 +54,10 @@ def _unauthenticated(*codes: str, why: str) -> dict[str, Any]:
     return response
 
 
-def _upstream_errors() -> dict[str, Any]:
+def _upstream_errors(*more_503: str) -> dict[str, Any]:
     return {
         "502": problem_response(502, *UPSTREAM_502),
-        "503": store_down(),
+        "503": store_down(*more_503),
         "504": problem_response(504, "upstream_timeout"),
         "default": default_problem(),
     }
@@ -75,7 +75,9 @@ def connect_paths() -> dict[str, dict[str, Any]]:
             "`isAuthorized` is true when Kryptos accepted that grant: the widget then skips consent and no new "
             "public token comes, and the grant is put on the caller's session (a browser without a session "
             "gets a new one, with the session cookie). No request body is read. Rate limited per client "
-            "address together with `POST /connect/exchange` (`BFF_RATE_LIMIT_CONNECT`), before anything else."
+            "address together with `POST /connect/exchange` (`BFF_RATE_LIMIT_CONNECT`), before anything else; and, "
+            "for every address and replica together, by `BFF_CONNECT_BUDGET_PER_MINUTE` (503 `connect_busy`, "
+            "Kryptos not called)."
         ),
         "security": CONNECT_SECURITY,
         "parameters": [CSRF_REF],
@@ -89,7 +91,7 @@ def connect_paths() -> dict[str, dict[str, Any]]:
             "401": _unauthenticated("not_authenticated", "session_expired", why=f"{CALLER_401}; {ATTACH_401}"),
             "403": problem_response(403, "csrf_required", "origin_not_allowed"),
             "429": rate_limited("per client address (shared with `POST /connect/exchange`)"),
-            **_upstream_errors(),
+            **_upstream_errors("connect_busy"),
         },
     }
     exchange_body = {
@@ -119,7 +121,7 @@ def connect_paths() -> dict[str, dict[str, Any]]:
             "at Kryptos at once; should it be stored but no session take it (401 `session_expired`, 503), the "
             "error still carries the grant cookie, so the next `GET /connect/status` finds the grant. Rate "
             "limited per client address together with `POST /connect/link-token` (`BFF_RATE_LIMIT_CONNECT`), "
-            "before the body is read."
+            "before the body is read, and by the deployment's `BFF_CONNECT_BUDGET_PER_MINUTE` (503 `connect_busy`)."
         ),
         "security": CONNECT_SECURITY,
         "parameters": [CSRF_REF],
@@ -137,7 +139,7 @@ def connect_paths() -> dict[str, dict[str, Any]]:
             "401": _unauthenticated("not_authenticated", "session_expired", why=f"{CALLER_401}; {ATTACH_401}"),
             "403": problem_response(403, "csrf_required", "origin_not_allowed"),
             "429": rate_limited("per client address (shared with `POST /connect/link-token`)"),
-            **_upstream_errors(),
+            **_upstream_errors("connect_busy"),
         },
     }
     status = {
