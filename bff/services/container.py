@@ -26,7 +26,7 @@ from bff.services.connect import ConnectService
 from bff.services.login import LoginService
 from bff.services.ratelimit import RateLimits
 from bff.services.tokens import TokenService
-from bff.services.upstream import Upstream
+from bff.services.upstream import KEEPALIVE_SECONDS, Upstream
 from bff.sessions import SessionManager
 from bff.sessions.cache import SessionCache
 from bff.sessions.connect import ConnectGrants
@@ -108,7 +108,8 @@ async def open_services(
     signing = [k.get_secret_value() for k in settings.session_secrets]
     idp_http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.idp_timeout, connect=min(5.0, settings.idp_timeout)),
-        limits=httpx2.Limits(max_connections=50, max_keepalive_connections=10),
+        # Idle connections go before servers drop them (see bff.services.upstream.KEEPALIVE_SECONDS).
+        limits=httpx2.Limits(max_connections=50, max_keepalive_connections=10, keepalive_expiry=KEEPALIVE_SECONDS),
         follow_redirects=False,
         transport=idp_transport,
     )

@@ -20,6 +20,13 @@ from bff.errors import BadGateway, GatewayTimeout
 
 Answer = aiohttp.ClientResponse
 
+# Idle pooled connections are dropped after this many seconds: sooner than servers close them (uvicorn after
+# 5 s, load balancers commonly after 60 s), so a request is never sent on a connection the server is closing
+# at that very moment (it would fail, and a POST cannot be retried blindly).
+KEEPALIVE_SECONDS = 4.0
+# (aiohttp itself sends an idempotent request once more when a reused connection turns out closed,
+# RFC 9110 §9.2.2; a POST it must not, and cannot.)
+
 
 class Upstream:
     """One connection pool for every call to Kryptos's APIs, opened in the lifespan."""
@@ -27,7 +34,9 @@ class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.bases = {"data": settings.data_api_url, "connect": settings.connect_api_url}
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=200, limit_per_host=100, keepalive_timeout=30, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=200, limit_per_host=100, keepalive_timeout=KEEPALIVE_SECONDS, ttl_dns_cache=300
+            ),
             timeout=aiohttp.ClientTimeout(total=settings.upstream_timeout, connect=min(5.0, settings.upstream_timeout)),
             auto_decompress=False,  # bodies pass through as the upstream encoded them
             cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies are neither kept nor sent
