@@ -102,9 +102,9 @@ async def _with_grant_facts(
     status = answer.status
     raw = await Upstream.read(answer)
     if route.grant_facts == "learn":
-        await svc.connect.learn_limit(path_params["grantId"], status, raw)
+        await svc.grant_facts.learn_limit(path_params["grantId"], status, raw)
     elif status == 200:
-        raw = await svc.connect.annotate_grants(raw)
+        raw = await svc.grant_facts.annotate_grants(raw)
     return Response(raw, status_code=status, headers=headers)
 
 

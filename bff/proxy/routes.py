@@ -40,7 +40,7 @@ class ForwardRoute:
     body_requires_one: bool = False  # at least one body field must be present
     path_params: dict[str, re.Pattern[str]] = field(default_factory=dict)
     # The administrator's grant routes: "learn" remembers what a transaction-limit answer says of the grant,
-    # "annotate" adds it to the grant list (bff.services.connect).
+    # "annotate" adds it to the grant list (bff.services.grant_facts).
     grant_facts: Literal["annotate", "learn"] | None = None
 
 

@@ -31,11 +31,12 @@ from yarl import URL
 from bff import metrics
 from bff.config import Settings
 from bff.errors import BadGateway, BadRequest, BffError, Forbidden, NotFound, connect_revoked, session_expired
+from bff.services.grant_facts import GrantFacts
 from bff.services.upstream import Upstream
 from bff.sessions import Session, SessionManager
 from bff.sessions.connect import ConnectGrant, ConnectGrants
 from bff.sessions.cookie import new_session_id
-from bff.sessions.store import CONNECT_SWEEP_LOCK_KEY, GRANT_FACTS_KEY, KeyValueStore
+from bff.sessions.store import CONNECT_SWEEP_LOCK_KEY, KeyValueStore
 
 log = logging.getLogger("bff.connect")
 
@@ -67,12 +68,14 @@ class ConnectService:
         sessions: SessionManager,
         store: KeyValueStore,
         client_headers: dict[str, str],
+        facts: GrantFacts | None = None,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
         self.grants = grants
         self._sessions = sessions
-        self._store = store  # the grant facts and the sweep lock
+        self._store = store  # the sweep lock
+        self._facts = facts or GrantFacts(store)  # forgotten with a revoked grant
         self._headers = {**client_headers, "Content-Type": "application/json", "Accept": "application/json"}
         self._status_cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._last_use_noted: dict[str, float] = {}
@@ -213,7 +216,7 @@ class ConnectService:
         grant = await self.grants.load(handle) if handle is not None else None
         if handle is not None:
             await self._forget(handle, grant_id, grant.sub if grant is not None else None)
-        await self._store.hash_delete(GRANT_FACTS_KEY, grant_id)
+        await self._facts.forget(grant_id)
         if not revoked and handle is None:
             raise NotFound("Kryptos knows no such grant.")
         metrics.connect_grants.labels(event="revoked").inc()
@@ -350,62 +353,3 @@ class ConnectService:
             await self._sessions.save(session_id, session.with_changes(connect=None))
         else:
             await self._sessions.delete(session_id)  # a Connect-only session has nothing left to serve
-
-    # -- what the administrator's grant list learns (transaction-limit answers) ---------------------------
-
-    async def annotate_grants(self, raw: bytes) -> bytes:
-        """``GET /token/grants`` with a ``known`` object per grant: kind and limit as learned from earlier
-        transaction-limit answers (Kryptos's list carries neither), null where nothing was learned yet."""
-        try:
-            doc = json.loads(raw)
-            grants = doc["data"]["grants"]
-        except (ValueError, KeyError, TypeError):
-            return raw  # not the documented shape: pass it on untouched
-        if not isinstance(grants, list):
-            return raw
-        facts = await self._store.hash_get_all(GRANT_FACTS_KEY)
-        for entry in grants:
-            if isinstance(entry, dict):
-                known = _parse_facts(facts.get(str(entry.get("grant_id"))))
-                entry["known"] = known
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-    async def learn_limit(self, grant_id: str, status: int, raw: bytes) -> None:
-        """Remember what a transaction-limit answer said about the grant (kind, limit, limiter)."""
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return
-        if not isinstance(doc, dict):
-            return
-        code = str(doc.get("code"))
-        facts: dict[str, Any] | None = None
-        if status == 200 and doc.get("success") is True:
-            data = self._data(doc)
-            limit = data.get("transaction_limit")
-            limiter = data.get("enable_limiter")
-            facts = {
-                "kind": "guest",
-                "transaction_limit": limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
-                "enable_limiter": limiter if isinstance(limiter, bool) else None,
-            }
-        elif code == "NOT_ANON_USER":
-            facts = {"kind": "linked", "transaction_limit": None, "enable_limiter": None}
-        elif code == "GRANT_NOT_FOUND":
-            await self._store.hash_delete(GRANT_FACTS_KEY, grant_id)
-            return
-        if facts is not None:
-            await self._store.hash_set(GRANT_FACTS_KEY, grant_id, json.dumps(facts, separators=(",", ":")).encode())
-
-
-def _parse_facts(blob: bytes | None) -> dict[str, Any]:
-    empty: dict[str, Any] = {"kind": None, "transaction_limit": None, "enable_limiter": None}
-    if blob is None:
-        return empty
-    try:
-        facts = json.loads(blob)
-    except ValueError:
-        return empty
-    if not isinstance(facts, dict):
-        return empty
-    return {name: facts.get(name) for name in empty}

@@ -23,6 +23,7 @@ from bff.logs import flush_logs
 from bff.oidc.budget import ProviderBudget
 from bff.oidc.client import OidcClient
 from bff.services.connect import ConnectService
+from bff.services.grant_facts import GrantFacts
 from bff.services.login import LoginService
 from bff.services.ratelimit import RateLimits
 from bff.services.tokens import TokenService
@@ -56,6 +57,7 @@ class Services:
     handoffs: HandoffStore
     limits: RateLimits  # per client address and per browser (bff.services.ratelimit)
     connect: ConnectService  # the Kryptos Connect widget flow and the grants it leaves (bff.services.connect)
+    grant_facts: GrantFacts  # what the administrator's grant list learns (bff.services.grant_facts)
     connect_codec: SignedValueCodec  # the grant cookie
     client_headers: dict[str, str]  # X-Client-Id and X-Client-Secret, sent on every Kryptos API call
 
@@ -123,8 +125,15 @@ async def open_services(
     limits = RateLimits(store, settings)
     upstream = Upstream(settings)
     client_headers = {"X-Client-Id": settings.client_id, "X-Client-Secret": settings.client_secret.get_secret_value()}
+    grant_facts = GrantFacts(store)
     connect = ConnectService(
-        settings, upstream, ConnectGrants(store, keyring, clock), sessions, store, client_headers=client_headers
+        settings,
+        upstream,
+        ConnectGrants(store, keyring, clock),
+        sessions,
+        store,
+        client_headers=client_headers,
+        facts=grant_facts,
     )
     services = Services(
         settings=settings,
@@ -138,6 +147,7 @@ async def open_services(
         handoffs=HandoffStore(store, keyring, clock),
         limits=limits,
         connect=connect,
+        grant_facts=grant_facts,
         connect_codec=SignedValueCodec(signing, salt="bff.connect-grant"),
         client_headers=client_headers,
     )
