@@ -19,7 +19,8 @@ MAX_BODY_BYTES = 16 * 1024
 _INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 
 
-def _invalid(name: str, detail: str) -> BadRequest:
+def invalid_parameter(name: str, detail: str) -> BadRequest:
+    """400 ``invalid_parameter`` naming the parameter (every route's refusal of a bad value)."""
     return BadRequest(f"{name}: {detail}", code="invalid_parameter", extra={"parameter": name})
 
 
@@ -27,29 +28,29 @@ def _check(spec: Field, value: Any, *, from_query: bool) -> Any:
     if spec.kind == "int":
         if from_query:
             if not isinstance(value, str) or not _INT.fullmatch(value):
-                raise _invalid(spec.name, "must be a whole number")
+                raise invalid_parameter(spec.name, "must be a whole number")
             value = int(value)
         elif isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(spec.name, "must be a whole number")
+            raise invalid_parameter(spec.name, "must be a whole number")
         if spec.minimum is not None and value < spec.minimum:
-            raise _invalid(spec.name, f"must be at least {spec.minimum}")
+            raise invalid_parameter(spec.name, f"must be at least {spec.minimum}")
         if spec.maximum is not None and value > spec.maximum:
-            raise _invalid(spec.name, f"must be at most {spec.maximum}")
+            raise invalid_parameter(spec.name, f"must be at most {spec.maximum}")
         return value
     if spec.kind == "bool":
         if from_query:
             if value not in ("true", "false"):
-                raise _invalid(spec.name, "must be true or false")
+                raise invalid_parameter(spec.name, "must be true or false")
             return value == "true"
         if not isinstance(value, bool):
-            raise _invalid(spec.name, "must be true or false")
+            raise invalid_parameter(spec.name, "must be true or false")
         return value
     if not isinstance(value, str):
-        raise _invalid(spec.name, "must be a string")
+        raise invalid_parameter(spec.name, "must be a string")
     if spec.max_length is not None and len(value) > spec.max_length:
-        raise _invalid(spec.name, f"must be at most {spec.max_length} characters")
+        raise invalid_parameter(spec.name, f"must be at most {spec.max_length} characters")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise _invalid(spec.name, "must not contain control characters")
+        raise invalid_parameter(spec.name, "must not contain control characters")
     return value
 
 
@@ -59,10 +60,10 @@ def validate_query(route: ForwardRoute, query: QueryParams) -> dict[str, str]:
     for name in query:
         spec = allowed.get(name)
         if spec is None:
-            raise _invalid(name, "is not accepted by this endpoint")
+            raise invalid_parameter(name, "is not accepted by this endpoint")
         values = query.getlist(name)
         if len(values) != 1:
-            raise _invalid(name, "must be given once")
+            raise invalid_parameter(name, "must be given once")
         value = _check(spec, values[0], from_query=True)
         out[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
@@ -73,7 +74,7 @@ def validate_path(route: ForwardRoute, params: dict[str, Any]) -> dict[str, str]
     for name, pattern in route.path_params.items():
         value = params.get(name)
         if not isinstance(value, str) or not pattern.fullmatch(value):
-            raise _invalid(name, "is not a valid identifier")
+            raise invalid_parameter(name, "is not a valid identifier")
         out[name] = value
     return out
 
@@ -106,7 +107,7 @@ def validate_body(route: ForwardRoute, media_type: str, raw: bytes) -> bytes | N
     for name, value in data.items():
         spec = allowed.get(name)
         if spec is None:
-            raise _invalid(name, "is not accepted by this endpoint")
+            raise invalid_parameter(name, "is not accepted by this endpoint")
         clean[name] = _check(spec, value, from_query=False)
     if route.body_requires_one and not clean:
         names = " or ".join(f.name for f in route.body)

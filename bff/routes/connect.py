@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from bff.errors import BadRequest, BffError, NotAuthenticated, error_response
 from bff.proxy.routes import GRANT_ID
-from bff.proxy.validation import json_object
+from bff.proxy.validation import invalid_parameter, json_object
 from bff.services.connect import NOT_CONNECTED, check_public_token
 from bff.services.container import Services
 from bff.sessions.connect import ConnectGrant
@@ -165,7 +165,7 @@ async def revoke_grant(request: Request) -> Response:
     require_admin(svc, current.session)
     grant_id = request.path_params["grantId"]
     if not GRANT_ID.fullmatch(grant_id):
-        raise BadRequest("grantId: is not a valid identifier", code="invalid_parameter", extra={"parameter": "grantId"})
+        raise invalid_parameter("grantId", "is not a valid identifier")
     await svc.connect.revoke(grant_id)
     return JSONResponse({"revoked": True, "grant_id": grant_id}, headers=_NO_STORE)
 

@@ -31,7 +31,7 @@ from yarl import URL
 from bff import metrics
 from bff.config import Settings
 from bff.errors import BadGateway, BadRequest, BffError, Forbidden, NotFound, connect_revoked, session_expired
-from bff.services.grant_facts import GrantFacts
+from bff.services.grant_facts import GrantFacts, data_of
 from bff.services.upstream import Upstream
 from bff.sessions import Session, SessionManager
 from bff.sessions.connect import ConnectGrant, ConnectGrants
@@ -111,18 +111,13 @@ class ConnectService:
         )
         return BadGateway("Kryptos refused the request.", code="connect_failed")
 
-    @staticmethod
-    def _data(doc: dict[str, Any]) -> dict[str, Any]:
-        data = doc.get("data")
-        return data if isinstance(data, dict) else {}
-
     async def link_token(self, grant: ConnectGrant | None) -> tuple[str, bool]:
         """A link token for the widget, and whether Kryptos recognised the stored grant (``isAuthorized``)."""
         body: dict[str, Any] = {"scopes": " ".join(self._settings.connect_scopes)}
         if grant is not None:
             body["access_token"] = grant.access_token
         status, doc = await self._call("/link-token", body)
-        data = self._data(doc)
+        data = data_of(doc)
         link_token = data.get("link_token")
         if status != 200 or doc.get("success") is not True or not isinstance(link_token, str) or not link_token:
             raise self._failed("/link-token", status, doc)
@@ -137,7 +132,7 @@ class ConnectService:
             if refusal is not None and status < 500:
                 raise BadRequest(refusal[1], code=refusal[0])
             raise self._failed("/token/exchange", status, doc)
-        data = self._data(doc)
+        data = data_of(doc)
         fields = (data.get("access_token"), data.get("grant_id"), data.get("workspace_id"), data.get("scope"))
         expires_in = data.get("expires_in")
         if not all(isinstance(f, str) and f for f in fields) or not isinstance(expires_in, int | float):
@@ -166,7 +161,7 @@ class ConnectService:
         if cached is not None and cached[0] > now:
             return cached[1]
         status, doc = await self._call("/link-token/check-session", {"access_token": grant.access_token})
-        data = self._data(doc)
+        data = data_of(doc)
         if status != 200 or doc.get("success") is not True:
             raise self._failed("/link-token/check-session", status, doc)
         if data.get("has_valid_session") is not True:

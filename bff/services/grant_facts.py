@@ -15,7 +15,8 @@ from typing import Any
 from bff.sessions.store import GRANT_FACTS_KEY, KeyValueStore
 
 
-def _data(doc: dict[str, Any]) -> dict[str, Any]:
+def data_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` object of a Connect API answer (``{success, data}``), or {} when it has none."""
     data = doc.get("data")
     return data if isinstance(data, dict) else {}
 
@@ -55,7 +56,7 @@ class GrantFacts:
         code = str(doc.get("code"))
         facts: dict[str, Any] | None = None
         if status == 200 and doc.get("success") is True:
-            data = _data(doc)
+            data = data_of(doc)
             limit = data.get("transaction_limit")
             limiter = data.get("enable_limiter")
             facts = {

@@ -22,7 +22,6 @@ configure (persistence, no eviction, backups).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from bff.sessions.store import (
     connect_grant_key,
     connect_reference_handle,
     connect_subject_key,
+    record_version,
 )
 
 
@@ -87,10 +87,6 @@ class ConnectGrant:
             return None
 
 
-def _version(blob: bytes) -> str:
-    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
-
-
 class ConnectGrants:
     """The records of :class:`ConnectGrant` and their handles, on any :class:`KeyValueStore`."""
 
@@ -127,7 +123,7 @@ class ConnectGrants:
             return None
         plain = self._keyring.decrypt(blob, key.encode())
         grant = ConnectGrant.from_bytes(plain) if plain is not None else None
-        return replace(grant, version=_version(blob)) if grant is not None else None
+        return replace(grant, version=record_version(blob)) if grant is not None else None
 
     async def bind(self, handle: str, grant: ConnectGrant, sub: str) -> ConnectGrant | None:
         """Bind an unbound grant to ``sub`` (compare-and-set); None when the record changed meanwhile."""
@@ -138,7 +134,7 @@ class ConnectGrants:
         if not await self._store.replace_if_unchanged(key, grant.version, blob, ttl=ttl):
             return None
         await self._store.index_add(connect_subject_key(sub), handle, ttl=ttl)
-        return replace(bound, version=_version(blob))
+        return replace(bound, version=record_version(blob))
 
     async def used(self, handle: str, grant: ConnectGrant) -> None:
         """Note that the grant served a request now (the idle sweep counts from here)."""

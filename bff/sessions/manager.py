@@ -24,7 +24,6 @@ never session ids.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import zlib
@@ -42,6 +41,7 @@ from bff.sessions.store import (
     login_key,
     logout_token_key,
     provider_session_index_key,
+    record_version,
     session_handle,
     session_key,
     session_key_for_handle,
@@ -54,12 +54,6 @@ TOMBSTONE = b"\x00ended"  # never a valid ciphertext (those start with a key id)
 TOMBSTONE_TTL = 150.0  # seconds; more than twice the longest a process may cache a session (60 s)
 _LOGOUT_TOKEN_MEMORY = 900  # seconds a back-channel logout token's jti is remembered
 log = logging.getLogger("bff.sessions")
-
-
-def _version(blob: bytes) -> str:
-    # Identifies a stored record for compare-and-set (the store compares it with SHA-1 of what it holds);
-    # not a security boundary: the records are encrypted and authenticated.
-    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
 
 
 class SessionManager:
@@ -126,7 +120,7 @@ class SessionManager:
         session = self._decode(key, blob)
         if session is None:
             # Unreadable (a removed key, tampering): of no further use to anyone.
-            await self._end(key, _version(blob))
+            await self._end(key, record_version(blob))
             metrics.sessions_ended.labels(reason="unreadable").inc()
             return None
         if self.cache is not None:
@@ -152,7 +146,7 @@ class SessionManager:
             stored = await self._store.set_if_absent(key, blob, ttl=ttl)
         if not stored:
             return None
-        saved = session.with_changes(version=_version(blob))
+        saved = session.with_changes(version=record_version(blob))
         await self._changed(key, saved)
         # Indexes for back-channel logout (by `sub`, by the provider's `sid`), holding handles (digests). The
         # index lives as long as the longest session in it; members of ended sessions point at nothing.
@@ -265,7 +259,7 @@ class SessionManager:
             except zlib.error:
                 return None
         session = Session.from_bytes(plain)  # uncompressed JSON: records written before compression
-        return session.with_changes(version=_version(blob)) if session is not None else None
+        return session.with_changes(version=record_version(blob)) if session is not None else None
 
     async def save_login_state(self, state: str, login: LoginState) -> None:
         key = login_key(state)

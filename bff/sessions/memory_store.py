@@ -7,9 +7,10 @@ worker. Expiry is checked on read against an injectable clock, like Redis's own 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
+
+from bff.sessions.store import record_version
 
 
 class MemoryStore:
@@ -68,7 +69,7 @@ class MemoryStore:
 
     async def replace_if_unchanged(self, key: str, expected_sha1: str, value: bytes, *, ttl: float) -> bool:
         current = self._live(key)
-        if current is None or hashlib.sha1(current, usedforsecurity=False).hexdigest() != expected_sha1:
+        if current is None or record_version(current) != expected_sha1:
             return False
         self._data[key] = (value, self._clock() + ttl)
         return True

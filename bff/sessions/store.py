@@ -91,6 +91,12 @@ class KeyValueStore(Protocol):
         """Take ``member`` out of the window before its time (a pending sign-in that finished)."""
 
 
+def record_version(blob: bytes) -> str:
+    """What :meth:`KeyValueStore.replace_if_unchanged` compares: the SHA-1 hex digest of a stored value. It
+    identifies a record for compare-and-set; not a security boundary (records are encrypted and authenticated)."""
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
+
+
 def _digest(value: str) -> str:
     # Ids are hashed before they become key names: reading Redis (or a backup) yields no usable cookie id.
     return hashlib.sha256(value.encode()).hexdigest()[:40]
