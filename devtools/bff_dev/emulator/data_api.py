@@ -71,6 +71,17 @@ def _not_found(message: str) -> JSONResponse:
     return _error(404, "not_found", message)
 
 
+async def _caller(request: Request, scope: str) -> tuple[EmulatorState, Caller] | Response:
+    """Every data call's start: logged and counted, an injected fault played first (as a gateway in front of
+    the API would), then the token, the client headers and ``scope`` checked."""
+    state = _begin(request)
+    fault = await _injected_fault(state)
+    if fault is not None:
+        return fault
+    caller = _authenticate(state, request, scope)
+    return caller if isinstance(caller, Response) else (state, caller)
+
+
 def _authenticate(state: EmulatorState, request: Request, scope: str) -> Caller | Response:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     caller = state.data_caller(value.strip()) if scheme.lower() == "bearer" else None
@@ -122,13 +133,10 @@ async def health(request: Request) -> Response:
 
 
 async def integrations(request: Request) -> Response:
-    state = _begin(request)
-    fault = await _injected_fault(state)
-    if fault is not None:
-        return fault
-    caller = _authenticate(state, request, "integrations:read")
-    if isinstance(caller, Response):
-        return caller
+    begun = await _caller(request, "integrations:read")
+    if isinstance(begun, Response):
+        return begun
+    state, caller = begun
     page, page_issue = _int_param(request, "page", 1, None)
     page_size, size_issue = _int_param(request, "pageSize", 25, 200)
     issues = [issue for issue in (page_issue, size_issue) if issue is not None]
@@ -158,13 +166,10 @@ async def integrations(request: Request) -> Response:
 
 
 async def userinfo(request: Request) -> Response:
-    state = _begin(request)
-    fault = await _injected_fault(state)
-    if fault is not None:
-        return fault
-    caller = _authenticate(state, request, "users:read")
-    if isinstance(caller, Response):
-        return caller
+    begun = await _caller(request, "users:read")
+    if isinstance(begun, Response):
+        return begun
+    state, caller = begun
     user = state.users_by_sub[caller.sub]
     info: dict[str, Any] = {"sub": user.sub}
     if "profile" in caller.scope:
@@ -187,13 +192,10 @@ _RESYNC_SCOPE = "integrations:read"
 
 
 async def resync(request: Request) -> Response:
-    state = _begin(request)
-    fault = await _injected_fault(state)
-    if fault is not None:
-        return fault
-    caller = _authenticate(state, request, _RESYNC_SCOPE)
-    if isinstance(caller, Response):
-        return caller
+    begun = await _caller(request, _RESYNC_SCOPE)
+    if isinstance(begun, Response):
+        return begun
+    state, caller = begun
     wallet_id = request.path_params["integration_id"]
     user = state.users_by_sub[caller.sub]
     seed = next((s for s in user.integrations if s.wallet_id == wallet_id), None)
@@ -205,13 +207,10 @@ async def resync(request: Request) -> Response:
 
 
 async def sync_job(request: Request) -> Response:
-    state = _begin(request)
-    fault = await _injected_fault(state)
-    if fault is not None:
-        return fault
-    caller = _authenticate(state, request, _RESYNC_SCOPE)
-    if isinstance(caller, Response):
-        return caller
+    begun = await _caller(request, _RESYNC_SCOPE)
+    if isinstance(begun, Response):
+        return begun
+    state, caller = begun
     job = state.sync_jobs.get(request.path_params["job_id"])
     if job is None or job.sub != caller.sub:
         return _not_found("Sync job not found")
