@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from bff.config import Settings
 from bff.errors import BffError, MethodNotAllowed, NotFound, error_response
 from bff.proxy.forwarder import proxy_routes
-from bff.routes import auth, backchannel, connect, health, mobile
+from bff.routes import auth, backchannel, connect, health, mobile, verify
 from bff.services.container import open_services
 from bff.sessions.store import KeyValueStore
 from bff.web.edge import EdgeMiddleware
@@ -43,6 +43,8 @@ def routes() -> list[BaseRoute]:
         Route("/auth/logout", auth.logout_get, methods=["GET"]),
         Route("/auth/mobile/token", mobile.token, methods=["POST"]),
         Route("/auth/backchannel-logout", backchannel.backchannel_logout, methods=["POST"]),
+        Route(verify.PREFIX, verify.verify, methods=verify.METHODS),  # the ingress's external authorization
+        Route(verify.PREFIX + "/{original:path}", verify.verify, methods=verify.METHODS),  # Envoy's path_prefix
         Route("/connect/link-token", connect.link_token, methods=["POST"]),
         Route("/connect/exchange", connect.exchange, methods=["POST"]),
         Route("/connect/status", connect.status, methods=["GET"]),

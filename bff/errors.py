@@ -15,7 +15,9 @@ before routing (the edge middleware, the HTTP protocol) render the same classes 
     │   └── InvalidLogoutToken        invalid_logout_token (with the OAuth ``error`` member)
     ├── NotAuthenticated (401)        not_authenticated, session_expired, connect_revoked
     ├── TokenRejected (401)           token_rejected: the provider refused a grant; callers translate it
-    ├── Forbidden (403)               forbidden, limit_management_disabled
+    ├── Forbidden (403)               forbidden, limit_management_disabled; from /auth/verify also
+    │   │                             untrusted_caller, route_not_allowed, original_request_unknown, and
+    │   │                             what the proxy answers 400 (invalid_parameter, invalid_path)
     │   ├── CsrfRequired              csrf_required
     │   └── OriginNotAllowed          origin_not_allowed
     ├── NotFound (404)                not_found

@@ -2,7 +2,8 @@
 
 Adding an upstream endpoint is one :class:`ForwardRoute` entry here and a test. Nothing else is forwarded:
 any other ``/api/...`` path is 404 and any other method 405 (RFC 10017 §6.1.3.6: an explicit allowlist,
-strict validation of dynamic path segments, methods restricted per endpoint).
+strict validation of dynamic path segments, methods restricted per endpoint). The external-authorization
+endpoint (:mod:`bff.routes.verify`) admits exactly the same calls, through :func:`match`.
 """
 
 from __future__ import annotations
@@ -105,3 +106,26 @@ ROUTES: tuple[ForwardRoute, ...] = (
         grant_facts="learn",
     ),
 )
+
+
+_SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    """``/api/v1/sync/{jobId}`` → a pattern matching one plain segment per ``{name}`` (validated later)."""
+    parts = _SEGMENT.split(path)  # literal, name, literal, name, ..., literal
+    return re.compile(
+        "".join(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part) for i, part in enumerate(parts)) + r"\Z"
+    )
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], ForwardRoute], ...] = tuple((_pattern(r.path), r) for r in ROUTES)
+
+
+def match(method: str, path: str) -> tuple[ForwardRoute, dict[str, str]] | None:
+    """The table's entry for this method and local path, with the path's ``{name}`` segments; None when the
+    table has no such call."""
+    for pattern, route in _PATTERNS:
+        if route.method == method and (found := pattern.match(path)) is not None:
+            return route, found.groupdict()
+    return None

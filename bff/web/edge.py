@@ -59,17 +59,26 @@ def path_refusal(scope: Scope) -> Response | None:
     legitimate needs them, so they are refused outright rather than normalised.
     """
     path: str = scope["path"]
-    raw: bytes = scope.get("raw_path") or path.encode()
-    if (
+    if not canonical_path(path, scope.get("raw_path") or path.encode()):
+        return error_response(noncanonical_path())
+    return None
+
+
+def canonical_path(path: str, raw: bytes) -> bool:
+    """Whether a path (decoded, and as sent) is free of what :func:`path_refusal` refuses. ``/auth/verify``
+    applies it to the original request's path too."""
+    return not (
         _BAD_RAW_PATH.search(raw)
         or "\\" in path
         or "#" in path
         or "//" in path
         or "/./" in path + "/"
         or "/../" in path + "/"
-    ):
-        return error_response(BadRequest("The request path is not in canonical form.", code="invalid_path"))
-    return None
+    )
+
+
+def noncanonical_path() -> BadRequest:
+    return BadRequest("The request path is not in canonical form.", code="invalid_path")
 
 
 class EdgeMiddleware:
@@ -89,7 +98,8 @@ class EdgeMiddleware:
             return
         too_many = len(scope["headers"]) > self.max_headers
         headers = {} if too_many else dict(scope["headers"])
-        self.forwarded.apply(scope, headers)
+        state = scope.setdefault("state", {})
+        state["peer_trusted"] = self.forwarded.apply(scope, headers)
         rid = request_id_for(headers)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid

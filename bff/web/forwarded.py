@@ -33,12 +33,14 @@ class ForwardedHeaders:
         address = _address(value)
         return address is not None and any(address in net for net in self.trusted)
 
-    def apply(self, scope: Scope, headers: dict[bytes, bytes]) -> None:
+    def apply(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        """Whether the peer (the TCP connection's other end) is a trusted proxy; when it is, its headers are
+        applied. Only a trusted peer may call ``/auth/verify`` (:mod:`bff.routes.verify`)."""
         if not self.trusted:
-            return
+            return False
         client = scope.get("client")
         if not client or not self._is_trusted(client[0]):
-            return
+            return False
         proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip().lower()
         if proto in ("http", "https"):
             scope["scheme"] = proto
@@ -49,3 +51,4 @@ class ForwardedHeaders:
                 if _address(hop) is not None:
                     scope["client"] = (hop.strip("[]"), 0)
                 break
+        return True

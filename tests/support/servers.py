@@ -26,6 +26,9 @@ class ServerThread:
             log_config=None,
             lifespan="on",
             loop="asyncio",
+            # As `bff serve` runs it: X-Forwarded-* are bff's to judge (bff.web.forwarded), not uvicorn's,
+            # whose default believes them from 127.0.0.1, the address every test connects from.
+            proxy_headers=False,
             http="httptools",
             timeout_graceful_shutdown=2,
             access_log=False,
