@@ -88,22 +88,32 @@ def _original(request: Request) -> tuple[str, str, str, str]:
     nginx sends ``X-Original-Method`` / ``X-Original-URI`` (the ingress-nginx names, and what a plain
     ``auth_request`` location is told to send); Traefik and Caddy send ``X-Forwarded-Method`` /
     ``X-Forwarded-Uri``; Envoy's ``ext_authz`` with ``path_prefix: /auth/verify`` keeps the method and
-    appends the original path to ours."""
+    appends the original path to ours.
+
+    Each ingress sets only its own names and passes the browser's other headers on, so a browser could send
+    the other names itself: Caddy would forward ``PATCH /api/developer/…`` while ``X-Original-*`` asked about
+    ``GET /api/v1/userinfo``. So every source present must name the same request; any disagreement, or a
+    name sent twice, is 403 ``original_request_unknown`` whatever the ingress."""
     headers = request.headers
-    method = headers.get("x-original-method") or headers.get("x-forwarded-method") or request.method
-    uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
-    if uri is None:
-        scope_path: str = request.scope["path"]
+    methods = [*headers.getlist("x-original-method"), *headers.getlist("x-forwarded-method")]
+    uris = [*headers.getlist("x-original-uri"), *headers.getlist("x-forwarded-uri")]
+    scope_path: str = request.scope["path"]
+    if scope_path.startswith(PREFIX + "/"):  # Envoy: this request's own method and the path after ours
         raw = (request.scope.get("raw_path") or scope_path.encode()).decode("latin-1")
-        if not scope_path.startswith(PREFIX + "/"):
-            raise BadRequest(
-                "The ingress did not say which request to authorize: send X-Original-URI (nginx) or "
-                "X-Forwarded-Uri (Traefik, Caddy), or append the path (Envoy's path_prefix).",
-                code="original_request_unknown",
-            )
         query_string = request.scope["query_string"].decode("latin-1")
-        uri = raw[len(PREFIX) :] + (f"?{query_string}" if query_string else "")
-    method = method.strip().upper()
+        uris.append(raw[len(PREFIX) :] + (f"?{query_string}" if query_string else ""))
+        methods.append(request.method)
+    elif not methods:  # nginx's auth_request keeps the original method
+        methods.append(request.method)
+    if not uris:
+        raise BadRequest(
+            "The ingress did not say which request to authorize: send X-Original-URI (nginx) or "
+            "X-Forwarded-Uri (Traefik, Caddy), or append the path (Envoy's path_prefix).",
+            code="original_request_unknown",
+        )
+    if len({m.strip().upper() for m in methods}) != 1 or len(set(uris)) != 1:
+        raise BadRequest("The request names more than one original request.", code="original_request_unknown")
+    method, uri = methods[0].strip().upper(), uris[0]
     if not method.isascii() or not method.isalpha() or len(method) > _MAX_METHOD:
         raise BadRequest("The original method is not an HTTP method.", code="original_request_unknown")
     raw_path, _, query = uri.partition("?")

@@ -69,6 +69,13 @@ async def test_a_session_becomes_the_upstream_credentials_and_nothing_is_called(
         envoy = await browser.get(f"{stack.url}/auth/verify/api/v1/integrations?page=2", headers=CSRF)
         assert envoy.status_code == 200, envoy.text
         assert envoy.headers["authorization"] == f"Bearer {latest_access_token(stack)}"
+        # Sources that agree are one request; Envoy's path next to a browser's X-Original-URI is two.
+        agreeing = await ask(browser, stack, {**nginx("GET", INTEGRATIONS), **traefik("GET", INTEGRATIONS), **CSRF})
+        assert agreeing.status_code == 200, agreeing.text
+        mixed = await browser.get(
+            f"{stack.url}/auth/verify/api/v1/integrations", headers={**CSRF, "X-Original-URI": "/api/v1/userinfo"}
+        )
+        assert mixed.status_code == 403 and mixed.json()["code"] == "original_request_unknown"
         assert await upstream_calls(stack) == before
 
 
@@ -131,6 +138,13 @@ async def test_without_a_session_it_is_401_and_after_logout_at_once(make_stack: 
         ({**CSRF}, "original_request_unknown"),  # an ingress that forgot to say which request it asks for
         (nginx("GET", "http://evil.example/api/v1/integrations", **CSRF), "original_request_unknown"),
         (nginx("G{T", INTEGRATIONS, **CSRF), "original_request_unknown"),
+        # A browser's own X-Original-* next to what Caddy or Traefik set (X-Forwarded-*): which one is true?
+        (
+            {**traefik("PATCH", "/api/developer/grants/g1/transaction-limit"), **nginx("GET", INTEGRATIONS), **CSRF},
+            "original_request_unknown",
+        ),
+        ({**traefik("GET", "/api/v1/userinfo"), **nginx("GET", INTEGRATIONS), **CSRF}, "original_request_unknown"),
+        ({**traefik("PATCH", INTEGRATIONS), "X-Original-Method": "GET", **CSRF}, "original_request_unknown"),
     ],
 )
 async def test_what_the_proxy_refuses_is_refused_with_403(
