@@ -12,7 +12,9 @@ when due, under the same lock (:meth:`bff.services.tokens.TokenService.fresh`). 
 and nothing is written per request.
 
 Every refusal is 401 or 403: nginx's ``auth_request`` turns any other status into a 500, so a refused
-query parameter answers 403 ``invalid_parameter`` here where the proxy answers 400. Only a trusted proxy
+query parameter answers 403 ``invalid_parameter`` here where the proxy answers 400. (One exception: Envoy's
+appended path passes the edge's path guard first, which answers 400 ``invalid_path``; Envoy relays a
+denial's status as it is.) Only a trusted proxy
 (``BFF_TRUSTED_PROXIES``, the TCP peer itself) may ask, since the answer carries the client secret.
 
 What this mode cannot do, because the call's bytes never pass through bff: check the request body (nginx's

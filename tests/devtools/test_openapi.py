@@ -40,6 +40,7 @@ from starlette.routing import Route
 from bff.app import create_app
 from bff.config import load_settings
 from bff.proxy.routes import GRANT_ID, ROUTES
+from bff.routes import verify
 from bff.services.connect import _EXCHANGE_REFUSALS, _PUBLIC_TOKEN
 from bff_dev.demo import create_dev_app
 from bff_dev.openapi import build_document, render
@@ -50,10 +51,12 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "openapi.json"
 REGENERATE = ".venv/bin/python -m bff_dev.openapi > openapi.json"
 PROBLEM_JSON = "application/problem+json"
-MAX_EXAMPLES = 25  # per operation and generation mode (valid, then invalid cases): ~800 cases in all
+MAX_EXAMPLES = 25  # per operation and generation mode (valid, then invalid cases): ~1,400 cases per run
 SEED = 20240917
 # Ending the signed-in session would turn every later case of the authenticated run into a 401.
 LOGOUT_OPERATIONS = frozenset({"POST /auth/logout", "GET /auth/logout"})
+# `/auth/verify`, its original request named in headers or (Envoy's path_prefix) appended to the path.
+VERIFY_PATHS = (verify.PREFIX, verify.PREFIX + "/{original}")
 # schemathesis leaves the type parameters of its operations open.
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 Case = schemathesis.Case[Operation]
@@ -107,19 +110,27 @@ def test_document_is_valid_openapi_3_1() -> None:
         "GET /healthz",
         "GET /readyz",
         *(f"{r.method} {r.path}" for r in ROUTES),
+        *(f"{method} {path}" for path in VERIFY_PATHS for method in verify.METHODS),
     }
 
 
 def test_every_route_of_the_app_is_described() -> None:
     described = {(path, method.upper()) for path, item in build_document()["paths"].items() for method in item}
     served = {
-        (route.path, method)
+        # Starlette's `{name:path}` (a parameter that may span segments, slashes and all) is OpenAPI's `{name}`:
+        # OpenAPI has no such convertor, so the operation says in the parameter's description that the value
+        # keeps its slashes (test_verify_operations_describe_the_ingress_contract checks it).
+        (re.sub(r"\{(\w+):path\}", r"{\1}", route.path), method)
         for route in create_app(_settings()).routes
         if isinstance(route, Route)  # the only routes with methods (no Mount, no WebSocketRoute)
         for method in route.methods or ()
-        if method != "HEAD"
     }
-    assert served == described
+    # Starlette serves HEAD wherever it serves GET; only HEAD that a route lists itself (/auth/verify, whose
+    # ingress may send the original request's HEAD) is described, and what is described must be served.
+    head = {(path, "HEAD") for path, _ in served}
+    assert served - head == described - head
+    assert described & head <= served
+    assert {(path, "HEAD") for path in VERIFY_PATHS} <= described
 
 
 def test_forwarded_operations_come_from_the_route_table() -> None:
@@ -196,6 +207,52 @@ def test_connect_operations_describe_their_cookies_csrf_and_codes() -> None:
     assert known["properties"]["kind"]["enum"] == ["guest", "linked", None]
 
 
+def test_verify_operations_describe_the_ingress_contract() -> None:
+    document = build_document()
+    paths = document["paths"]
+    assert "external-authorization" in {tag["name"] for tag in document["tags"]}
+    operation_ids = [op["operationId"] for item in paths.values() for op in item.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+    # What the handler refuses with (every code it names), and what a refresh or the grant may answer.
+    handler_codes = set(re.findall(r'code="([a-z_]+)"', Path(verify.__file__).read_text()))
+    assert {"untrusted_caller", "route_not_allowed", "original_request_unknown"} <= handler_codes
+    forbidden = handler_codes | {"invalid_path", "csrf_required", "origin_not_allowed", "invalid_parameter"}
+    forbidden |= {"forbidden", "limit_management_disabled"}  # administrator-only routes
+    headers = {"X-Original-Method", "X-Original-URI", "X-Forwarded-Method", "X-Forwarded-Uri", "X-CSRF", "Origin"}
+    for path in VERIFY_PATHS:
+        assert sorted(paths[path]) == sorted(m.lower() for m in verify.METHODS)
+        for method, operation in paths[path].items():
+            where = (method, path)
+            assert operation["tags"] == ["external-authorization"], where
+            assert operation["security"] == [{"sessionCookie": []}, {"sessionToken": []}], where
+            params = {(p["in"], p["name"]): p for p in operation["parameters"]}
+            assert {name for (at, name) in params if at == "header"} == headers, where
+            assert not any(p.get("required") for (at, _), p in params.items() if at == "header"), where
+            if path.endswith("{original}"):
+                original = params[("path", "original")]
+                assert original["required"] is True
+                assert "slashes and all" in original["description"]
+                assert "`invalid_path`" in operation["responses"]["400"]["description"]
+            else:
+                assert {at for at, _ in params} == {"header"}
+                assert "400" not in operation["responses"], where
+            responses = operation["responses"]
+            ok = responses["200"]
+            assert "content" not in ok, where  # an empty body: only the headers matter
+            assert ok["headers"].keys() == {"Authorization", "X-Client-Id", "X-Client-Secret", "Cache-Control"}
+            assert ok["headers"]["Cache-Control"]["schema"]["const"] == "no-store"
+            assert ok["headers"]["X-Client-Secret"]["required"] is True
+            assert "Authorization" not in {k for k, v in ok["headers"].items() if v.get("required")}
+            for code in forbidden:
+                assert f"`{code}`" in responses["403"]["description"], (where, code)
+            for code in ("not_authenticated", "session_expired", "connect_revoked"):
+                assert f"`{code}`" in responses["401"]["description"], (where, code)
+            assert "`idp_unavailable`" in responses["502"]["description"], where
+            for code in ("session_store_unavailable", "refresh_in_progress", "idp_busy"):
+                assert f"`{code}`" in responses["503"]["description"], (where, code)
+            assert "Retry-After" in responses["503"]["headers"]
+
+
 def test_every_error_response_is_problem_json() -> None:
     for path, item in build_document()["paths"].items():
         for method, operation in item.items():
@@ -261,6 +318,9 @@ def errors_are_problem_json(ctx: Any, response: schemathesis.Response, case: Cas
         return None
     content_type = _header(response, "content-type")
     assert content_type == PROBLEM_JSON, f"error with Content-Type {content_type!r}, not {PROBLEM_JSON}"
+    if case.method.upper() == "HEAD":  # the headers of the GET answer, never a body (RFC 9110 §9.3.2)
+        assert not response.content, "a body in the answer to HEAD"
+        return None
     assert isinstance(body, dict), "problem+json body is not a JSON object"
     assert isinstance(body.get("code"), str) and body["code"], "problem without a `code`"
     assert body.get("type") == f"urn:bff:problem:{body['code']}", f"problem type {body.get('type')!r}"

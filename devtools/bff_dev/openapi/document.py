@@ -12,6 +12,8 @@ from bff_dev.openapi.auth import auth_paths, operations_paths
 from bff_dev.openapi.common import OPENAPI_VERSION
 from bff_dev.openapi.connect import connect_paths, connect_schemas, grant_admin_paths
 from bff_dev.openapi.forwarded import forwarded_paths
+from bff_dev.openapi.verify import TAG as VERIFY_TAG
+from bff_dev.openapi.verify import verify_paths
 
 
 def components() -> dict[str, Any]:
@@ -153,10 +155,18 @@ def build_document(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, Any]:
             {"name": "mobile", "description": "Native apps (RFC 8252)."},
             {"name": "connect", "description": "The Kryptos Connect widget (Guests) and grant revocation."},
             {"name": "api", "description": "Kryptos calls forwarded from the route table."},
+            {
+                "name": VERIFY_TAG,
+                "description": (
+                    "`/auth/verify`: the ingress asks whether an API call it carries itself may go ahead, and "
+                    "with which credentials."
+                ),
+            },
             {"name": "operations", "description": "Liveness and readiness."},
         ],
         "paths": {
             **auth_paths(),
+            **verify_paths(),
             **connect_paths(),
             **forwarded_paths(routes),
             **grant_admin_paths(),
