@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import cast
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from bff import metrics
 from bff.config import ConfigError, Settings, load_settings, unknown_variables
@@ -106,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if multiprocess:
                 stack.enter_context(metrics.multiprocess_dir())
             metrics.serve_metrics(settings.metrics_port, multiprocess=multiprocess, host=args.host)
-        uvicorn.run(
+        config = uvicorn.Config(
             "bff.cli:app_from_environment",
             factory=True,
             host=args.host,
@@ -127,6 +128,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 functools.partial(BoundedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),
             ),
         )
+        return _serve(config, settings.verify_port)
+    return 0
+
+
+def _serve(config: uvicorn.Config, verify_port: int) -> int:
+    """What ``uvicorn.run`` does, on one socket or, with ``BFF_VERIFY_PORT``, two: every worker serves both, and
+    tells them apart by the port a request came in on (:mod:`bff.routes.verify`)."""
+    if verify_port == config.port:
+        print("BFF_VERIFY_PORT must differ from the port bff serves on (--port).", file=sys.stderr)
+        return 1
+    sockets = [config.bind_socket()]
+    if verify_port:
+        main_port, config.port = config.port, verify_port  # bind_socket binds (and logs) config.port
+        sockets.append(config.bind_socket())
+        config.port = main_port
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+    if config.workers == 1 and not server.started:
+        return 3  # uvicorn's STARTUP_FAILURE: the lifespan failed (its reason is logged)
+    return 0
     return 0
 
 

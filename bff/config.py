@@ -165,6 +165,10 @@ class Settings(BaseModel):
     # Native apps' claimed redirect URIs, matched exactly (RFC 8252 §8.10); empty turns mobile sign-in off.
     mobile_redirect_uris: tuple[str, ...] = ()
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # A second port `bff serve` listens on for /auth/verify alone (bff.routes.verify); 0 serves it on the main
+    # port. Set, the main port answers /auth/verify with 404, so an ingress route that relays a browser's
+    # request to bff can never reach it.
+    verify_port: int = Field(0, ge=0, le=65535)
     # Bounds on a request's head, before any work (bff.web.edge; for `bff serve` also bff.web.protocol, before
     # the bytes are even buffered): more headers, more bytes or a bigger Cookie header answer 431; a connection
     # that has not sent a whole request head within header_timeout seconds is closed (slowloris).
@@ -396,6 +400,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev: bool = False
         raise ConfigError(problems) from None
     if settings.session_max_lifetime < settings.session_idle_timeout:
         problems.append("BFF_SESSION_MAX_LIFETIME must not be shorter than BFF_SESSION_IDLE_TIMEOUT")
+    if settings.verify_port and settings.verify_port == settings.metrics_port:
+        problems.append("BFF_VERIFY_PORT must differ from BFF_METRICS_PORT")
     if problems:
         raise ConfigError(problems)
     return settings

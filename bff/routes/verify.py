@@ -15,7 +15,9 @@ Every refusal is 401 or 403: nginx's ``auth_request`` turns any other status int
 query parameter answers 403 ``invalid_parameter`` here where the proxy answers 400. (One exception: Envoy's
 appended path passes the edge's path guard first, which answers 400 ``invalid_path``; Envoy relays a
 denial's status as it is.) Only a trusted proxy
-(``BFF_TRUSTED_PROXIES``, the TCP peer itself) may ask, since the answer carries the client secret.
+(``BFF_TRUSTED_PROXIES``, the TCP peer itself) may ask, since the answer carries the client secret; with
+``BFF_VERIFY_PORT`` set, only on that port (the main port answers 404), because the ingress is a trusted
+peer too when it relays a browser's own request.
 
 What this mode cannot do, because the call's bytes never pass through bff: check the request body (nginx's
 subrequest has none), retry once with a refreshed token after an upstream 401, confirm a Connect grant's
@@ -33,7 +35,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bff.errors import BadRequest, Forbidden
+from bff.errors import BadRequest, Forbidden, NotFound
 from bff.proxy.routes import match
 from bff.proxy.validation import validate_path, validate_query
 from bff.web.csrf import CsrfPolicy
@@ -54,6 +56,9 @@ async def verify(request: Request) -> Response:
 
 async def _verify(request: Request) -> Response:
     svc = services(request)
+    verify_port = svc.settings.verify_port
+    if verify_port and (request.scope.get("server") or ("", 0))[1] != verify_port:
+        raise NotFound()
     if not request.scope["state"].get("peer_trusted"):
         raise Forbidden("Only the ingress may ask this.", code="untrusted_caller")
     method, path, raw_path, query = _original(request)

@@ -39,11 +39,12 @@ CONNECT_API_PATH = "/connect-api"
 CSRF = {"X-CSRF": "1"}
 
 
-def _start_ingress(kind: str, *, port: int, bff: str, upstream: str) -> Ingress:
+def _start_ingress(kind: str, *, port: int, bff: str, verify: str, upstream: str) -> Ingress:
     if kind == "nginx":
         values = {
             "LISTEN": f"127.0.0.1:{port}",
             "BFF": bff,
+            "BFF_VERIFY": verify,
             "DATA_API": upstream + DATA_API_PATH,
             "CONNECT_API": upstream + CONNECT_API_PATH,
         }
@@ -51,6 +52,7 @@ def _start_ingress(kind: str, *, port: int, bff: str, upstream: str) -> Ingress:
     values = {
         "SITE": f"http://127.0.0.1:{port}",
         "BFF": bff,
+        "BFF_VERIFY": verify,
         "DATA_API_ORIGIN": upstream,
         "DATA_API_PATH": DATA_API_PATH,
         "CONNECT_API_ORIGIN": upstream,
@@ -139,8 +141,9 @@ def deploy(request: pytest.FixtureRequest, make_stack: MakeStack) -> Iterator[De
         port = free_port()
         settings.setdefault("trusted_proxies", ["127.0.0.1/32"])
         settings.setdefault("allowed_origins", [f"http://127.0.0.1:{port}"])
+        settings.setdefault("verify_port", free_port())  # as deployed: /auth/verify on its own port
         stack = make_stack(**settings)
-        ingress = _start_ingress(kind, port=port, bff=stack.url, upstream=upstream.url)
+        ingress = _start_ingress(kind, port=port, bff=stack.url, verify=stack.verify_url, upstream=upstream.url)
         started.append(ingress)
         return Deployment(kind, stack, ingress, upstream)
 

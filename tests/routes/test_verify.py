@@ -20,7 +20,8 @@ from bff.sessions.crypto import Keyring
 from bff.sessions.model import Lifetimes
 from bff.sessions.redis_store import RedisStore
 from tests.support.connect import connect
-from tests.support.redis_server import RedisServer
+from tests.support.processes import sign_in, start_cluster
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
@@ -39,7 +40,7 @@ def traefik(method: str, uri: str, **headers: str) -> dict[str, str]:
 async def ask(
     client: httpx2.AsyncClient, stack: Stack, headers: dict[str, str], method: str = "GET"
 ) -> httpx2.Response:
-    return await client.request(method, f"{stack.url}/auth/verify", headers=headers)
+    return await client.request(method, f"{stack.verify_url}/auth/verify", headers=headers)
 
 
 async def upstream_calls(stack: Stack) -> int:
@@ -270,3 +271,40 @@ async def test_asking_writes_nothing(make_stack: MakeStack) -> None:
         assert _writes(before, after) == {}
     finally:
         server.stop()
+
+
+async def test_with_a_verify_port_the_main_port_never_answers_verify(make_stack: MakeStack) -> None:
+    # The ingress is a trusted peer also when it relays a browser's own GET /auth/verify through an ordinary
+    # route: with BFF_VERIFY_PORT that request meets the main port, which does not serve it.
+    stack = make_stack(verify_port=free_port(), **TRUSTED)
+    async with stack.client() as browser:
+        await stack.login(browser)
+        for url in (f"{stack.url}/auth/verify", f"{stack.url}/auth/verify/api/v1/integrations"):
+            relayed = await browser.get(url, headers=nginx("GET", INTEGRATIONS, **CSRF))
+            assert relayed.status_code == 404, relayed.text
+            assert relayed.json()["code"] == "not_found"
+            assert "authorization" not in relayed.headers and stack.client_secret not in relayed.text
+        asked = await ask(browser, stack, nginx("GET", INTEGRATIONS, **CSRF))
+        assert asked.status_code == 200, asked.text
+        assert asked.headers["x-client-secret"] == stack.client_secret
+
+
+@pytest.mark.slow
+async def test_bff_serve_listens_on_the_verify_port_in_every_worker(redis_url: str) -> None:
+    cluster = start_cluster(redis_url, replicas=0, BFF_TRUSTED_PROXIES="127.0.0.1/32")
+    try:
+        verify_port = free_port()
+        replica = cluster.start_replica(workers=2, BFF_VERIFY_PORT=str(verify_port))
+        async with httpx2.AsyncClient(timeout=15) as browser:
+            cookie = await sign_in(browser, replica)
+            headers = {"Cookie": f"bff-session={cookie}", **nginx("GET", INTEGRATIONS, **CSRF)}
+            main = await browser.get(f"{replica.url}/auth/verify", headers=headers)
+            assert main.status_code == 404, main.text
+            # Several calls on fresh connections, so both workers' copies of the socket answer.
+            for _ in range(6):
+                async with httpx2.AsyncClient(timeout=15) as ingress:
+                    asked = await ingress.get(f"http://127.0.0.1:{verify_port}/auth/verify", headers=headers)
+                assert asked.status_code == 200, asked.text
+                assert asked.headers["x-client-id"] == cluster.env["BFF_CLIENT_ID"]
+    finally:
+        cluster.stop()

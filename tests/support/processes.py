@@ -83,13 +83,24 @@ class Cluster:
     env: dict[str, str]
     replicas: list[Replica] = field(default_factory=list)
 
-    def start_replica(self, *, metrics: bool = False, **env: str) -> Replica:
+    def start_replica(self, *, metrics: bool = False, workers: int = 1, **env: str) -> Replica:
         """One more ``bff serve`` on the shared settings; ``env`` overrides some (e.g. its own BFF_REDIS_URL)."""
         port = free_port()
         metrics_port = free_port() if metrics else 0
         log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Replica.stop
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "bff",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             env=child_env({**self.env, "BFF_METRICS_PORT": str(metrics_port), **env}),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -16,9 +16,12 @@ from tests.support.redis_server import free_port
 
 
 class ServerThread:
-    def __init__(self, app: Starlette, port: int | None = None) -> None:
+    """``extra_port``: a second port the same server listens on (as ``bff serve`` does for BFF_VERIFY_PORT)."""
+
+    def __init__(self, app: Starlette, port: int | None = None, *, extra_port: int = 0) -> None:
         self.app = app
         self.port = port or free_port()
+        self.extra_port = extra_port
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -43,7 +46,14 @@ class ServerThread:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self.server.serve())
+            sockets = None
+            if self.extra_port:
+                config = self.server.config
+                sockets = [config.bind_socket()]
+                config.port = self.extra_port
+                sockets.append(config.bind_socket())
+                config.port = self.port
+            asyncio.run(self.server.serve(sockets))
         except BaseException as exc:  # surfaced by start()
             self.error = exc
 

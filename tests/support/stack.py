@@ -76,6 +76,12 @@ class Stack:
         return self.bff.url
 
     @property
+    def verify_url(self) -> str:
+        """Where /auth/verify is served: BFF_VERIFY_PORT when set, else the main port."""
+        port = self.settings.verify_port
+        return f"http://127.0.0.1:{port}" if port else self.url
+
+    @property
     def services(self) -> Services:
         services = self.bff.app.state.services
         assert isinstance(services, Services)
@@ -182,7 +188,7 @@ def start_stack(
     kwargs: dict[str, Any] = {"store": store, "idp_transport": idp}
     if clock is not None:
         kwargs["clock"] = clock
-    bff = ServerThread(create_app(settings, **kwargs), port=bff_port)
+    bff = ServerThread(create_app(settings, **kwargs), port=bff_port, extra_port=settings.verify_port)
     stack = Stack(settings, emulator, bff, emulator_config, idp, client_secret)
     try:
         stack.servers.append(emulator.start())
