@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,9 @@ class LoadGenerator:
         cookies: Path | None,
         limit: int = 0,
         threads: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> LoadResult:
+        extra = [f"{name}: {value}" for name, value in headers]
         if self.kind == "wrk":
             args = [
                 "wrk",
@@ -107,6 +110,7 @@ class LoadGenerator:
                 str(cookies or os.devnull),
                 path,
                 str(limit),
+                *extra,
             ]
         else:
             args = [
@@ -121,6 +125,7 @@ class LoadGenerator:
             ]
             if cookies is not None:
                 args.append(f"--cookies={cookies}")
+            args += [f"--header={header}" for header in extra]
         env = dict(os.environ)
         if limit:
             env["BENCH_WRK_LIMIT"] = "1"

@@ -27,6 +27,7 @@ class Target:
     path: str
     front: str  # the process this target is about: upstream, nginx or bff
     pids: Mapping[str, int]  # every process taking part, by name (the front one included)
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request besides X-CSRF, Accept and the cookie
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,14 @@ def measure(
     cpu_before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
     busy_before = machine_busy_seconds()
     load = loadgen.run(
-        target.port, target.path, connections=connections, duration=duration, cookies=cookies, limit=limit
+        target.port,
+        target.path,
+        connections=connections,
+        duration=duration,
+        cookies=cookies,
+        limit=limit,
+        threads=threads,
+        headers=target.headers,
     )
     busy = machine_busy_seconds() - busy_before
     cpu_after = {name: cpu_seconds(pid) for name, pid in target.pids.items()}

@@ -154,6 +154,7 @@ def _ratios(results: Results) -> list[str]:
             f"and {100 * (i['rps'] / b['rps'] - 1):+.1f} % req/s."
         )
         out.append("")
+    out += _external_authorization(results)
     out += ["Against the issue's anchors (measured there, not here): "]
     for name, (rps, cpu) in ANCHORS.items():
         here = med.get(name)
@@ -161,6 +162,40 @@ def _ratios(results: Results) -> list[str]:
             out.append(
                 f"- {name}: here {here['rps']:,.0f} req/s, {here['cpu']:.0f} µs; anchor {rps:,.0f}, {cpu:.0f} µs"
             )
+    return out
+
+
+def _process_median(results: Results, target: str, process: str) -> float:
+    return _median([r.cpu_us[process] for r in results.rounds if r.target == target and process in r.cpu_us])
+
+
+def _external_authorization(results: Results) -> list[str]:
+    """The two modes side by side: bff's CPU per verified request against its CPU per proxied request (the
+    same process, the same run), and end to end behind nginx when nginx was measured."""
+    names = {r.target for r in results.rounds}
+    if not {"bff", "bff verify"} <= names:
+        return []
+    proxy, verify = _process_median(results, "bff", "bff"), _process_median(results, "bff verify", "bff")
+    out = [
+        "**External authorization (`/auth/verify`) against the proxy (same bff process, log level warning)**",
+        "",
+        f"- bff CPU per verified request {verify:.0f} µs against {proxy:.0f} µs per proxied request: "
+        f"{100 * verify / proxy:.0f} % of it, {proxy - verify:.0f} µs less per call",
+    ]
+    if {"nginx → bff proxy", "nginx ext-authz"} <= names:
+        rows = []
+        for name in ("nginx → bff proxy", "nginx ext-authz"):
+            runs = [r for r in results.rounds if r.target == name]
+            cpu = {p: _process_median(results, name, p) for p in ("nginx", "bff", "upstream", "redis")}
+            rows.append((name, _median([r.load.rps for r in runs]), _median([r.load.p99_ms for r in runs]), cpu))
+        out.append("- end to end behind nginx (the upstream answers the call in both):")
+        for name, rps, p99, cpu in rows:
+            out.append(
+                f"  - {name}: {rps:,.0f} req/s, p99 {p99:.2f} ms; CPU µs per request: bff {cpu['bff']:.0f}, "
+                f"nginx {cpu['nginx']:.0f}, upstream {cpu['upstream']:.0f}, redis {cpu['redis']:.0f}; "
+                f"all four {sum(cpu.values()):.0f}"
+            )
+    out.append("")
     return out
 
 

@@ -10,7 +10,7 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._procs import Processes, Server
@@ -31,13 +31,16 @@ class Stack:
     settings: Settings
     redis_url: str
     bff_env: dict[str, str]
+    # nginx's other listeners, in front of the bff at log level warning: "bff" (proxy_pass to bff, which
+    # proxies) and "ext-authz" (auth_request to bff's /auth/verify, then proxy_pass to the upstream itself)
+    nginx_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def bff(self) -> Server:
         return self.bffs["warning"]
 
 
-def _nginx_conf(tmp: Path, port: int, upstream_port: int) -> Path:
+def _nginx_conf(tmp: Path, port: int, upstream_port: int, bff_port: int, bff_proxy_port: int, ext_port: int) -> Path:
     conf = tmp / "nginx.conf"
     temp = tmp / "nginx-temp"
     temp.mkdir(exist_ok=True)
@@ -60,12 +63,52 @@ http {{
         server 127.0.0.1:{upstream_port};
         keepalive 64;
     }}
+    upstream bff {{
+        server 127.0.0.1:{bff_port};
+        keepalive 64;
+    }}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     server {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://app;
-            proxy_http_version 1.1;
+        }}
+    }}
+    # nginx in front of bff's proxy (how bff is usually deployed): the API bytes pass through both.
+    server {{
+        listen 127.0.0.1:{bff_proxy_port};
+        location / {{
+            proxy_pass http://bff;
+        }}
+    }}
+    # External authorization, as tests/ingress/nginx.conf.template and the README configure it: nginx asks
+    # bff's /auth/verify, copies its answer onto the request and proxies the call to the upstream itself.
+    server {{
+        listen 127.0.0.1:{ext_port};
+        location /api/ {{
+            auth_request /_bff_verify;
+            auth_request_set $bff_authorization $upstream_http_authorization;
+            auth_request_set $bff_client_id $upstream_http_x_client_id;
+            auth_request_set $bff_client_secret $upstream_http_x_client_secret;
             proxy_set_header Connection "";
+            proxy_set_header Authorization $bff_authorization;
+            proxy_set_header X-Client-Id $bff_client_id;
+            proxy_set_header X-Client-Secret $bff_client_secret;
+            proxy_set_header Cookie "";
+            proxy_hide_header Set-Cookie;
+            location /api/v1/ {{
+                proxy_pass http://app/v1/;
+            }}
+        }}
+        location = /_bff_verify {{
+            internal;
+            proxy_pass http://bff/auth/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Connection "";
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
         }}
     }}
 }}
@@ -93,6 +136,8 @@ def _bff_env(
             "BFF_METRICS_PORT": str(free_port()),
             "BFF_LOG_LEVEL": level,
             "BFF_LOG_FORMAT": "json",
+            # /auth/verify answers only trusted peers: the load generator and nginx, both on loopback.
+            "BFF_TRUSTED_PROXIES": "127.0.0.1/32",
         }
     )
     return env
@@ -140,9 +185,13 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
         args = [python, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         bffs[level] = Server(f"bff ({level})", args, port, tmp / f"bff-{level}.log", env=envs[level])
     nginx_server = None
+    nginx_ports: dict[str, int] = {}
     if nginx:
         nginx_port = free_port()
-        conf = _nginx_conf(tmp, nginx_port, upstream_port)
+        nginx_ports = {"bff": free_port(), "ext-authz": free_port()}
+        conf = _nginx_conf(
+            tmp, nginx_port, upstream_port, bff_ports["warning"], nginx_ports["bff"], nginx_ports["ext-authz"]
+        )
         nginx_args = [nginx, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "nginx-error.log")]
         nginx_server = Server("nginx", nginx_args, nginx_port, tmp / "nginx.log")
 
@@ -157,7 +206,7 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
         procs.start(nginx_server)
         nginx_server.wait_http("/healthz", timeout=_STARTUP_TIMEOUT)
     settings = load_settings(envs["warning"])
-    return Stack(redis, upstream, emulator, bffs, nginx_server, settings, redis_url, envs["warning"])
+    return Stack(redis, upstream, emulator, bffs, nginx_server, settings, redis_url, envs["warning"], nginx_ports)
 
 
 def find_nginx(explicit: str | None) -> str | None:

@@ -2,10 +2,12 @@
 
 Starts a private Redis, the fixed upstream (:mod:`bench.upstream`), the Kryptos emulator (the provider, so
 ``/readyz`` is real), ``bff serve --workers 1`` (log level warning, and a second one at info to price the
-access log) and nginx ``proxy_pass`` when nginx is installed; seeds sessions straight into Redis with the
-BFF's own code; then runs every target once per round, in a rotating order, and reports medians, CPU per
-request of each server process, Redis bytes and writes, latency at 1/32/128 connections and the worker's
-memory after 100,000 sessions. Results go to ``bench/results/``. Run it with ``bench/run``.
+access log) and nginx when it is installed (``proxy_pass`` to the upstream, to bff, and ``auth_request`` to
+bff's ``/auth/verify``); seeds sessions straight into Redis with the BFF's own code; then runs every target,
+``/auth/verify`` (the external-authorization mode) among them, once per round, in a rotating order, and
+reports medians, CPU per request of each server process, Redis bytes and writes, latency at 1/32/128
+connections and the worker's memory after 100,000 sessions. Results go to ``bench/results/``. Run it with
+``bench/run``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from bff.sessions.store import session_key
 API_PATH = "/api/v1/integrations?page=1&pageSize=25"
 UPSTREAM_PATH = "/v1/integrations?page=1&pageSize=25"
 SESSION_PATH = "/auth/session"
+VERIFY_PATH = "/auth/verify"
+# What nginx's auth_request location sends for the same API call (README "External authorization").
+VERIFY_HEADERS = (("X-Original-URI", API_PATH), ("X-Original-Method", "GET"))
 GIB = 1 << 30
 
 
@@ -82,18 +87,29 @@ def _write_cookies(path: Path, name: str, values: list[str]) -> Path:
     return path
 
 
-def _check_once(port: int, path: str, cookie: str) -> bytes:
+def _check_once(
+    port: int, path: str, cookie: str, headers: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, dict[str, str]]:
     """One request by hand before any load: a misconfigured stack must fail here, not as 100 % non-2xx."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers={"Cookie": cookie, "X-CSRF": "1", "Accept": "application/json"})
+    sent = {"Cookie": cookie, "X-CSRF": "1", "Accept": "application/json", **dict(headers)}
+    conn.request("GET", path, headers=sent)
     response = conn.getresponse()
     body = response.read()
+    answer = {name.lower(): value for name, value in response.getheaders()}
     conn.close()
     if response.status != 200:
         raise RuntimeError(f"GET {path} on port {port} answered {response.status}: {body[:300]!r}")
-    return body
+    return body, answer
+
+
+def _check_verify(port: int, cookie: str) -> None:
+    """/auth/verify says yes with the credentials nginx would copy, and nothing in the body."""
+    body, headers = _check_once(port, VERIFY_PATH, cookie, VERIFY_HEADERS)
+    if body or not headers.get("authorization", "").startswith("Bearer ") or "x-client-secret" not in headers:
+        raise RuntimeError(f"/auth/verify answered without the credentials: {sorted(headers)}, body {body[:100]!r}")
 
 
 def _targets(stack: Stack) -> list[Target]:
@@ -106,6 +122,15 @@ def _targets(stack: Stack) -> list[Target]:
     for level, server in stack.bffs.items():
         name = "bff" if level == "warning" else "bff info-log"
         targets.append(Target(name, server.port, API_PATH, "bff", {"bff": server.pid, "upstream": up, "redis": redis}))
+    # External authorization: the same session and call, asked of /auth/verify as nginx's auth_request does
+    # (trusted peer, X-Original-URI / -Method, the cookie, X-CSRF); the answer is headers only.
+    bff = stack.bff
+    pids = {"bff": bff.pid, "redis": redis}
+    targets.append(Target("bff verify", bff.port, VERIFY_PATH, "bff", pids, VERIFY_HEADERS))
+    if stack.nginx is not None and stack.nginx_ports:
+        end_to_end = {"nginx": stack.nginx.pid, "bff": bff.pid, "upstream": up, "redis": redis}
+        targets.append(Target("nginx → bff proxy", stack.nginx_ports["bff"], API_PATH, "nginx", end_to_end))
+        targets.append(Target("nginx ext-authz", stack.nginx_ports["ext-authz"], API_PATH, "nginx", end_to_end))
     return targets
 
 
@@ -239,11 +264,15 @@ def _benchmark(stack: Stack, args: argparse.Namespace, tmp: Path, results: Resul
         cookie_values = asyncio.run(seeder.seed(args.sessions))
         cookies = _write_cookies(tmp / "cookies.txt", stack.settings.session_cookie_name, cookie_values)
         first = f"{stack.settings.session_cookie_name}={cookie_values[0]}"
-        through_bff = _check_once(stack.bff.port, API_PATH, first)
-        direct = _check_once(stack.upstream.port, UPSTREAM_PATH, first)
+        through_bff, _ = _check_once(stack.bff.port, API_PATH, first)
+        direct, _ = _check_once(stack.upstream.port, UPSTREAM_PATH, first)
         if through_bff != direct:
             raise RuntimeError("the bff's answer differs from the upstream's")
         _check_once(stack.bff.port, SESSION_PATH, first)
+        _check_verify(stack.bff.port, first)
+        for name, port in stack.nginx_ports.items():
+            if _check_once(port, API_PATH, first)[0] != direct:
+                raise RuntimeError(f"nginx ({name}) answered something else than the upstream")
         targets = _targets(stack)
         print(f"stack up; {args.sessions} sessions seeded; warming up {len(targets)} targets", flush=True)
         for target in targets:
@@ -252,7 +281,7 @@ def _benchmark(stack: Stack, args: argparse.Namespace, tmp: Path, results: Resul
         for round_no in range(1, args.rounds + 1):
             shift = (round_no - 1) % len(targets)
             for target in targets[shift:] + targets[:shift]:
-                if target.front == "bff":
+                if "bff" in target.pids:
                     asyncio.run(seeder.touch())
                 run = measure(
                     loadgen,
@@ -345,14 +374,18 @@ def main(argv: list[str] | None = None) -> int:
                     "bff (log level warning), bff (log level info)"
                     if not args.no_info_log
                     else "bff (log level warning)"
-                ),
+                )
+                + ", bff verify (/auth/verify, the external-authorization mode)"
+                + (", nginx → bff proxy, nginx ext-authz (auth_request + proxy_pass)" if nginx else ""),
             ),
             ("rounds", f"{args.rounds} × {args.duration:g} s per target, order rotated each round, after 2 s warm-up"),
             ("connections", f"{args.connections} (wrk -t{args.threads} -c{args.connections})"),
             (
                 "request",
                 f"`GET {API_PATH}` with `X-CSRF: 1` and the session cookie, rotating over "
-                f"{args.sessions:,} sessions; upstream and nginx get `GET {UPSTREAM_PATH}`",
+                f"{args.sessions:,} sessions; upstream and nginx get `GET {UPSTREAM_PATH}`; bff verify gets "
+                f"`GET {VERIFY_PATH}` with the same cookie and X-CSRF plus `X-Original-URI: {API_PATH}` and "
+                "`X-Original-Method: GET`, from a trusted peer (`BFF_TRUSTED_PROXIES=127.0.0.1/32` on every bff)",
             ),
             (
                 "bff",

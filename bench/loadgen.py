@@ -6,7 +6,8 @@ sending the next request as soon as the previous response is read, the cookie ro
 CPU per request that wrk spends: on a 2-core machine shared with the servers it leaves them less CPU,
 and the req/s it reports are lower than wrk's (CPU µs per request of each server stay comparable).
 
-``python -m bench.loadgen --port P --path /x --cookies FILE --connections 32 --duration 10 [--limit N]``
+``python -m bench.loadgen --port P --path /x --cookies FILE --connections 32 --duration 10 [--limit N]
+[--header 'Name: value' ...]``
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class _Tally:
     latencies: list[float] = field(default_factory=list)
 
 
-def _build_requests(path: str, port: int, cookies: list[str]) -> list[bytes]:
+def _build_requests(path: str, port: int, cookies: list[str], headers: list[str]) -> list[bytes]:
     base = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-CSRF: 1\r\nAccept: application/json\r\n"
+    base += "".join(f"{header}\r\n" for header in headers)
     if not cookies:
         return [(base + "\r\n").encode()]
     return [(base + f"Cookie: {c}\r\n\r\n").encode() for c in cookies]
@@ -92,9 +94,9 @@ async def _connection(port: int, requests: list[bytes], tally: _Tally, deadline:
 
 
 async def run(
-    port: int, path: str, cookies: list[str], connections: int, duration: float, limit: int
+    port: int, path: str, cookies: list[str], connections: int, duration: float, limit: int, headers: list[str]
 ) -> dict[str, float]:
-    requests = _build_requests(path, port, cookies)
+    requests = _build_requests(path, port, cookies, headers)
     tally = _Tally()
     started = time.perf_counter()
     deadline = started + duration
@@ -130,12 +132,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--limit", type=int, default=0, help="stop after this many responses")
+    parser.add_argument("--header", action="append", default=[], help="one more 'Name: value' header (repeatable)")
     args = parser.parse_args()
     cookies: list[str] = []
     if args.cookies:
         with open(args.cookies, encoding="ascii") as fh:
             cookies = [line.strip() for line in fh if line.strip()]
-    main = run(args.port, args.path, cookies, args.connections, args.duration, args.limit)
+    main = run(args.port, args.path, cookies, args.connections, args.duration, args.limit, args.header)
     try:
         import uvloop
     except ImportError:

@@ -1,6 +1,7 @@
 -- wrk script for the benchmark: each request carries the next cookie of a file, in order, so the load
 -- spreads over every seeded session (and a long enough run uses each of them).
 -- Arguments after `--`: <cookie file, one "name=value" per line> <path> [N: say when N responses came]
+-- [extra "Name: value" headers ...] (the external-authorization runs name the original request in them)
 -- `done` prints one line "BENCHJSON {...}" that bench/_load.py parses (latencies in microseconds).
 
 local requests = {}
@@ -9,15 +10,33 @@ local next_index = 0
 local limit = 0
 local responses = 0
 
+local function headers(cookie, extra)
+  local h = { ["X-CSRF"] = "1", ["Accept"] = "application/json" }
+  if cookie then
+    h["Cookie"] = cookie
+  end
+  for name, value in pairs(extra) do
+    h[name] = value
+  end
+  return h
+end
+
 function init(args)
   local path = args[2]
   limit = tonumber(args[3] or "0") or 0
+  local extra = {}
+  for i = 4, #args do
+    local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+    if name then
+      extra[name] = value
+    end
+  end
   for line in io.lines(args[1]) do
     count = count + 1
-    requests[count] = wrk.format("GET", path, { ["X-CSRF"] = "1", ["Cookie"] = line, ["Accept"] = "application/json" })
+    requests[count] = wrk.format("GET", path, headers(line, extra))
   end
   if count == 0 then
-    requests[1] = wrk.format("GET", path, { ["X-CSRF"] = "1", ["Accept"] = "application/json" })
+    requests[1] = wrk.format("GET", path, headers(nil, extra))
     count = 1
   end
 end

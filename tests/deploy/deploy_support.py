@@ -75,6 +75,19 @@ class Rendered:
         assert len(found) == 1, f"expected exactly one {kind}, got {len(found)}"
         return found[0]
 
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [doc for doc in self.of_kind(kind) if doc["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected exactly one {kind} {name}, got {len(found)}"
+        return found[0]
+
+    def of_api(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        return [doc for doc in self.docs if doc["apiVersion"] == api_version and doc["kind"] == kind]
+
+    @property
+    def service(self) -> dict[str, Any]:
+        """bff's own Service (external authorization adds an ExternalName one for the Kryptos API)."""
+        return self.named("Service", RELEASE)
+
     @property
     def deployment(self) -> dict[str, Any]:
         return self.one("Deployment")

@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in the dev group
@@ -218,7 +219,7 @@ def test_hpa_only_when_enabled(rendered: Rendered, values: dict[str, Any]) -> No
 
 
 def test_service_ports(rendered: Rendered, values: dict[str, Any]) -> None:
-    service = rendered.one("Service")
+    service = rendered.service
     assert service["spec"]["type"] == values["service"]["type"]
     ports = {port["name"]: port for port in service["spec"]["ports"]}
     assert ports["http"]["port"] == values["service"]["port"]
@@ -233,11 +234,11 @@ def test_service_ports(rendered: Rendered, values: dict[str, Any]) -> None:
 
 
 def test_ingress_only_when_enabled_and_never_routes_metrics(rendered: Rendered, values: dict[str, Any]) -> None:
-    ingresses = rendered.of_kind("Ingress")
+    ingresses = [i for i in rendered.of_kind("Ingress") if i["metadata"]["name"] == RELEASE]
     if not values["ingress"]["enabled"]:
         assert ingresses == []
         return
-    ingress = rendered.one("Ingress")
+    ingress = rendered.named("Ingress", RELEASE)
     text = json.dumps(ingress)
     assert "/metrics" not in text
     for rule in ingress["spec"]["rules"]:
@@ -263,6 +264,8 @@ def test_network_policy_only_when_enabled(rendered: Rendered, values: dict[str, 
 
     inbound = [{(p["port"], p["protocol"]) for p in rule["ports"]} for rule in spec["ingress"]]
     expected_in = [{(8000, "TCP")}]
+    if values["externalAuth"]["enabled"]:  # the controller also asks /auth/verify on its own port
+        expected_in = [{(8000, "TCP"), (values["externalAuth"]["verifyPort"], "TCP")}]
     if values["metrics"]["enabled"]:
         expected_in.append({(values["metrics"]["port"], "TCP")})
     assert inbound == expected_in, "in: HTTP from the ingress controller, metrics from monitoring, nothing else"
@@ -285,7 +288,7 @@ def test_service_monitor_only_when_enabled(rendered: Rendered, values: dict[str,
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-    service_labels = rendered.one("Service")["metadata"]["labels"]
+    service_labels = rendered.service["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     assert values["serviceMonitor"]["labels"].items() <= monitor["metadata"]["labels"].items()
 
@@ -334,3 +337,158 @@ def test_the_application_accepts_what_the_pod_gets(rendered: Rendered, tmp_path:
     assert settings.client_id == environ["BFF_CLIENT_ID"]
     assert settings.metrics_port == int(environ["BFF_METRICS_PORT"])
     assert not settings.uses_memory_store
+
+
+# --- external authorization and tracing ---------------------------------------------------------------
+
+_AUTH_HEADERS = ["Authorization", "X-Client-Id", "X-Client-Secret"]
+_CHART_DEFAULT_DATA_API = "https://connect.kryptos.io/api"
+
+
+def _verify_url(values: dict[str, Any]) -> str:
+    domain = values["externalAuth"]["clusterDomain"]
+    return f"http://{RELEASE}.default.svc.{domain}:{values['externalAuth']['verifyPort']}/auth/verify"
+
+
+def _public_host(values: dict[str, Any]) -> str:
+    return values["externalAuth"]["host"] or str(urlsplit(values["config"]["publicUrl"]).hostname)
+
+
+def _paths(ingress: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(host, path, backend service) of every path of an Ingress."""
+    return [
+        (rule["host"], path["path"], path["backend"]["service"])
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+
+
+def test_external_authorization_only_when_enabled(rendered: Rendered, values: dict[str, Any]) -> None:
+    external = values["externalAuth"]
+    if not external["enabled"]:
+        assert [s["metadata"]["name"] for s in rendered.of_kind("Service")] == [RELEASE]
+        bff_ingress = [RELEASE] if values["ingress"]["enabled"] else []
+        assert [i["metadata"]["name"] for i in rendered.of_kind("Ingress")] == bff_ingress
+        assert [d for d in rendered.docs if d["apiVersion"].startswith("traefik.")] == []
+        assert "/auth/verify" not in json.dumps(rendered.docs)
+        return
+    data_api = urlsplit(values["config"]["dataApiUrl"] or _CHART_DEFAULT_DATA_API)
+    kryptos = rendered.named("Service", f"{RELEASE}-kryptos-data")
+    assert kryptos["spec"]["type"] == "ExternalName"
+    assert kryptos["spec"]["externalName"] == data_api.hostname
+    [port] = kryptos["spec"]["ports"]
+    assert port["port"] == (data_api.port or 443)
+
+    api = rendered.named("Ingress", f"{RELEASE}-api")
+    [(host, path, backend)] = _paths(api)
+    assert host == _public_host(values), "the API must stay on the SPA's origin (host-only session cookie)"
+    assert path.startswith("/api/v1")
+    assert backend == {"name": kryptos["metadata"]["name"], "port": {"number": port["port"]}}
+
+    # /auth/verify's answer carries the client secret: from outside it is refused, on every path under it.
+    deny = rendered.named("Ingress", f"{RELEASE}-verify-deny")
+    bff_hosts = [h["host"] for h in values["ingress"]["hosts"]] if values["ingress"]["enabled"] else []
+    assert {h for h, _, _ in _paths(deny)} == {_public_host(values), *bff_hosts}, "every host that reaches bff"
+    for rule in deny["spec"]["rules"]:
+        assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/auth/verify", "Prefix")]
+    for ingress in (api, deny):
+        assert [t["secretName"] for t in ingress["spec"].get("tls", [])] == [
+            t["secretName"] for t in (external["tls"] or values["ingress"]["tls"])
+        ]
+        annotations = ingress["metadata"]["annotations"]
+        assert not any("auth-cache" in name for name in annotations), "auth answers must never be cached"
+
+    # /auth/verify answers only BFF_TRUSTED_PROXIES; the controller is what the network policy lets in.
+    assert rendered.one("ConfigMap")["data"]["BFF_TRUSTED_PROXIES"]
+    if values["networkPolicy"]["enabled"]:
+        first = rendered.one("NetworkPolicy")["spec"]["ingress"][0]
+        assert first["ports"] == [
+            {"port": 8000, "protocol": "TCP"},
+            {"port": external["verifyPort"], "protocol": "TCP"},
+        ]
+        assert first["from"][0]["podSelector"] == values["networkPolicy"]["ingressController"]["podSelector"]
+
+    if external["controller"] == "ingress-nginx":
+        _check_ingress_nginx(rendered, values)
+    else:
+        _check_traefik(rendered, values)
+
+
+def _check_ingress_nginx(rendered: Rendered, values: dict[str, Any]) -> None:
+    external = values["externalAuth"]
+    annotations = rendered.named("Ingress", f"{RELEASE}-api")["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert annotations[prefix + "auth-url"] == _verify_url(values)
+    # X-Original-URI is sent only when an auth method is set.
+    assert annotations[prefix + "auth-method"] == "GET"
+    copied = annotations[prefix + "auth-response-headers"].split(",")
+    assert copied[:3] == _AUTH_HEADERS
+    assert "Cookie" in copied, "the browser's Cookie must not reach Kryptos"
+    data_api = urlsplit(values["config"]["dataApiUrl"] or _CHART_DEFAULT_DATA_API)
+    assert annotations[prefix + "backend-protocol"] == data_api.scheme.upper()
+    assert annotations[prefix + "upstream-vhost"] == data_api.netloc
+    ca = external["ingressNginx"]["upstreamCASecret"]
+    if data_api.scheme == "https" and ca:
+        assert annotations[prefix + "proxy-ssl-verify"] == "on"
+        assert annotations[prefix + "proxy-ssl-secret"] == f"default/{ca}"
+        assert annotations[prefix + "proxy-ssl-name"] == data_api.hostname
+        assert annotations[prefix + "proxy-ssl-server-name"] == "on"
+    if not external["ingressNginx"]["hideUpstreamSetCookie"]:
+        assert not any(name.endswith("-snippet") for name in annotations), "snippets are off in ingress-nginx"
+    for name, value in external["annotations"].items():
+        assert annotations[name] == value
+    deny = rendered.named("Ingress", f"{RELEASE}-verify-deny")["metadata"]["annotations"]
+    assert deny[prefix + "denylist-source-range"] == "0.0.0.0/0,::/0"
+
+
+def _check_traefik(rendered: Rendered, values: dict[str, Any]) -> None:
+    middlewares = {m["metadata"]["name"]: m["spec"] for m in rendered.of_api("traefik.io/v1alpha1", "Middleware")}
+    forward = middlewares[f"{RELEASE}-verify"]["forwardAuth"]
+    assert forward["address"] == _verify_url(values)
+    assert forward["authResponseHeaders"] == _AUTH_HEADERS
+    # Traefik sets X-Forwarded-Method / -Uri itself; trusting the client's would let it name the request. A
+    # client's X-Original-Method / -URI would name a second one (bff refuses that; they are not passed on).
+    assert forward["trustForwardHeader"] is False
+    passed = {name.lower() for name in forward["authRequestHeaders"]}
+    assert {"cookie", "authorization", "x-csrf", "origin"} <= passed
+    assert not any(name.startswith(("x-original-", "x-forwarded-")) for name in passed)
+    headers = middlewares[f"{RELEASE}-api-headers"]["headers"]
+    assert headers["customRequestHeaders"] == {"Cookie": ""}
+    assert headers["customResponseHeaders"] == {"Set-Cookie": ""}
+
+    annotations = rendered.named("Ingress", f"{RELEASE}-api")["metadata"]["annotations"]
+    chain = annotations["traefik.ingress.kubernetes.io/router.middlewares"].split(",")
+    assert chain[:2] == [f"default-{RELEASE}-verify@kubernetescrd", f"default-{RELEASE}-api-headers@kubernetescrd"]
+    assert all(ref.removeprefix("default-").removesuffix("@kubernetescrd") in middlewares for ref in chain)
+    data_api = urlsplit(values["config"]["dataApiUrl"] or _CHART_DEFAULT_DATA_API)
+    kryptos = rendered.named("Service", f"{RELEASE}-kryptos-data")["metadata"]["annotations"]
+    assert kryptos["traefik.ingress.kubernetes.io/service.serversscheme"] == data_api.scheme
+    assert kryptos["traefik.ingress.kubernetes.io/service.passhostheader"] == "false"
+    if data_api.path.rstrip("/") != "/api":
+        rewrite = middlewares[f"{RELEASE}-api-path"]["replacePathRegex"]
+        assert rewrite == {"regex": "^/api/v1/(.*)", "replacement": data_api.path.rstrip("/") + "/v1/$1"}
+
+    deny = rendered.named("Ingress", f"{RELEASE}-verify-deny")["metadata"]["annotations"]
+    [ref] = deny["traefik.ingress.kubernetes.io/router.middlewares"].split(",")
+    allowed = middlewares[ref.removeprefix("default-").removesuffix("@kubernetescrd")]["ipAllowList"]["sourceRange"]
+    assert allowed == ["127.0.0.1/32"]
+
+
+def test_tracing_variables_reach_the_container(rendered: Rendered, values: dict[str, Any]) -> None:
+    env = _env(rendered)
+    tracing = values["tracing"]
+    extra = {entry["name"] for entry in values["extraEnv"]}
+    names = [entry["name"] for entry in rendered.container.get("env", [])]
+    assert len(names) == len(set(names)), "an env name given twice"
+    if tracing["otlpEndpoint"]:
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == tracing["otlpEndpoint"]
+    else:
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
+    for name, value in tracing["env"].items():
+        if name not in extra:
+            assert env[name] == {"name": name, "value": str(value)}
+    on = tracing["otlpEndpoint"] or {"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} & set(tracing["env"])
+    if on and "OTEL_SERVICE_NAME" not in extra:
+        assert env["OTEL_SERVICE_NAME"]["value"] == (tracing["serviceName"] or RELEASE)
+    if not on:
+        assert {n for n in env if n.startswith("OTEL_")} <= extra, "tracing must stay off unless configured"

@@ -127,6 +127,47 @@ is left out, which means "the release namespace" rather than "every namespace".
 {{- end }}
 
 {{/*
+External authorization (externalAuth): where the Kryptos data API is, as JSON {scheme, host, port, path}.
+config.dataApiUrl, or bff's own default when it is empty (bff.config.Settings.data_api_url; a test keeps the
+two equal): the ingress must call the API bff refreshes tokens for.
+*/}}
+{{- define "bff.dataApi" -}}
+{{- $url := urlParse (default "https://connect.kryptos.io/api" .Values.config.dataApiUrl) }}
+{{- $hostPort := splitList ":" $url.host }}
+{{- $port := ternary 443 80 (eq $url.scheme "https") }}
+{{- if gt (len $hostPort) 1 }}{{ $port = index $hostPort 1 | int }}{{ end }}
+{{- toJson (dict "scheme" $url.scheme "host" (first $hostPort) "port" $port "path" (trimSuffix "/" $url.path)) }}
+{{- end }}
+
+{{/* The host the API Ingress serves: externalAuth.host, else the host of config.publicUrl. */}}
+{{- define "bff.externalAuth.host" -}}
+{{- default (first (splitList ":" (urlParse .Values.config.publicUrl).host)) .Values.externalAuth.host }}
+{{- end }}
+
+{{/* What the controller asks before each API call: bff's Service, by its cluster DNS name. */}}
+{{- define "bff.externalAuth.verifyUrl" -}}
+{{- printf "http://%s.%s.svc.%s:%d/auth/verify" (include "bff.fullname" .) .Release.Namespace .Values.externalAuth.clusterDomain (.Values.externalAuth.verifyPort | int) }}
+{{- end }}
+
+{{/*
+The upstream path for /api/v1/<rest>: "<data API path>/v1/<rest>". Empty when that is the same path (the
+default, https://connect.kryptos.io/api), so no rewrite is rendered: an ingress-nginx rewrite turns every path
+of the host into a case-insensitive regular expression.
+*/}}
+{{- define "bff.externalAuth.rewrite" -}}
+{{- $api := include "bff.dataApi" . | fromJson }}
+{{- if ne $api.path "/api" }}{{ $api.path }}/v1/$1{{ end }}
+{{- end }}
+
+{{- define "bff.externalAuth.tls" -}}
+{{- toYaml (default .Values.ingress.tls .Values.externalAuth.tls) }}
+{{- end }}
+
+{{- define "bff.externalAuth.className" -}}
+{{- default .Values.ingress.className .Values.externalAuth.className }}
+{{- end }}
+
+{{/*
 Refuse to render an installation that cannot work, with a message saying what to set.
 Included by the Deployment (and therefore by every `helm template` / `helm install`).
 */}}
@@ -209,6 +250,38 @@ Included by the Deployment (and therefore by every `helm template` / `helm insta
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled." }}
+{{- end }}
+{{- $x := .Values.externalAuth }}
+{{- if $x.enabled }}
+{{- if not $c.trustedProxies }}
+{{- fail "externalAuth.enabled needs config.trustedProxies: /auth/verify answers only peers in BFF_TRUSTED_PROXIES (its answer carries the client secret), so set it to the ingress controller's pod CIDR, e.g. [10.42.0.0/16]." }}
+{{- end }}
+{{- $api := include "bff.dataApi" . | fromJson }}
+{{- if not (has $api.scheme (list "http" "https")) }}
+{{- fail (printf "externalAuth needs config.dataApiUrl to be an http(s) URL, not %q." (default "" .Values.config.dataApiUrl)) }}
+{{- end }}
+{{- range $name, $_ := $x.annotations }}
+{{- if has $name (list "nginx.ingress.kubernetes.io/auth-cache-key" "nginx.ingress.kubernetes.io/auth-cache-duration") }}
+{{- fail (printf "externalAuth.annotations.%s: never cache bff's answers; a logout (or an ended session) must take effect on the next call." $name) }}
+{{- end }}
+{{- if or (hasPrefix "nginx.ingress.kubernetes.io/auth-" $name) (has $name (list "nginx.ingress.kubernetes.io/upstream-vhost" "nginx.ingress.kubernetes.io/backend-protocol" "nginx.ingress.kubernetes.io/rewrite-target" "nginx.ingress.kubernetes.io/configuration-snippet" "traefik.ingress.kubernetes.io/router.middlewares")) }}
+{{- fail (printf "externalAuth.annotations.%s is rendered by the chart from the externalAuth settings; it cannot be overridden." $name) }}
+{{- end }}
+{{- end }}
+{{- if and (eq $x.controller "ingress-nginx") (eq $api.scheme "https") (not $x.ingressNginx.upstreamCASecret) (not $x.ingressNginx.insecureSkipUpstreamVerify) }}
+{{- fail "externalAuth with ingress-nginx needs externalAuth.ingressNginx.upstreamCASecret: a Secret in the release namespace holding the CAs to verify Kryptos with under ca.crt (ingress-nginx otherwise verifies no upstream certificate while sending the client secret). Or set externalAuth.ingressNginx.insecureSkipUpstreamVerify=true." }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := .Values.tracing.env }}
+{{- if not (hasPrefix "OTEL_" $name) }}
+{{- fail (printf "tracing.env.%s: only OTEL_* variables belong here (others go to extraEnv or config.extraEnv)." $name) }}
+{{- end }}
+{{- if has $name (list "OTEL_EXPORTER_OTLP_ENDPOINT" "OTEL_SERVICE_NAME") }}
+{{- fail (printf "tracing.env.%s: use tracing.otlpEndpoint / tracing.serviceName." $name) }}
+{{- end }}
+{{- if has $name (list "OTEL_EXPORTER_OTLP_HEADERS" "OTEL_EXPORTER_OTLP_TRACES_HEADERS") }}
+{{- fail (printf "tracing.env.%s usually carries a collector's API key: give it in extraEnv with valueFrom.secretKeyRef, not as a plain value." $name) }}
+{{- end }}
 {{- end }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds) }}
 {{- fail "terminationGracePeriodSeconds must be longer than preStopSleepSeconds, leaving time to drain requests." }}
