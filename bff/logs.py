@@ -39,6 +39,8 @@ _SAFE_EXTRA = frozenset(
         "url",
         "workers",
         "reason",
+        "trace_id",
+        "span_id",
     }
 )
 

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bff"
 
 # Lowest first. A module belongs to the longest prefix listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("bff", "bff.config", "bff.errors", "bff.logs", "bff.metrics"),
+    ("bff", "bff.config", "bff.errors", "bff.logs", "bff.metrics", "bff.tracing"),
     ("bff.sessions", "bff.oidc"),
     ("bff.services",),
     ("bff.web", "bff.routes", "bff.proxy"),

@@ -12,6 +12,8 @@ replicas (:class:`~bff.oidc.budget.ProviderBudget`); a spent budget, or a 429 fr
 every replica waits out its ``Retry-After``), is :class:`~bff.errors.IdpBusy` (503 ``idp_busy``) and no
 call is made. Revocation is not counted: only a signed-in session's logout can cause it.
 
+Inside a traced request each provider call is a span, and carries its W3C ``traceparent`` (:mod:`bff.tracing`).
+
 Nothing here assumes the Kryptos emulator: endpoints come from the provider's metadata (RFC 8414 /
 OIDC Discovery), client authentication is ``client_secret_post`` or ``client_secret_basic``.
 """
@@ -31,7 +33,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from bff import metrics
+from bff import metrics, tracing
 from bff.config import Settings
 from bff.errors import IdpBusy, IdpUnavailable, TokenRejected, retry_after_header
 from bff.oidc.budget import ProviderBudget, ProviderCall, parse_retry_after
@@ -232,7 +234,8 @@ class OidcClient:
             log.warning("userinfo skipped: the provider budget is spent", extra={"reason": "budget"})
             return {}
         try:
-            response = await self._http.get(
+            response = await self._traced(
+                "GET",
                 meta.userinfo_endpoint,
                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             )
@@ -319,10 +322,7 @@ class OidcClient:
                 data.update(client_id=self._client_id, client_secret=secret)
         started = time.perf_counter()
         try:
-            if http_timeout is None:
-                response = await self._http.request(method, url, data=data, headers=headers)
-            else:
-                response = await self._http.request(method, url, data=data, headers=headers, timeout=http_timeout)
+            response = await self._traced(method, url, headers=headers, data=data, http_timeout=http_timeout)
         except httpx2.TimeoutException as exc:
             metrics.upstream_errors.labels(upstream="idp", kind="timeout").inc()
             raise IdpUnavailable("The identity provider did not answer in time.") from exc
@@ -331,6 +331,28 @@ class OidcClient:
             raise IdpUnavailable("The identity provider could not be reached.") from exc
         metrics.upstream_latency.labels(upstream="idp").observe(time.perf_counter() - started)
         return response
+
+    async def _traced(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        data: dict[str, str] | None = None,
+        http_timeout: float | None = None,
+    ) -> httpx2.Response:
+        """One HTTP call to the provider; inside a traced request, a span for it (method, host, the endpoint's
+        path; never the query, a header or the form) whose ``traceparent`` goes along (:mod:`bff.tracing`)."""
+        with tracing.http_span(method, url, peer="oidc-provider", templated=True) as span:
+            if span is not None:
+                headers = span.headers(headers)
+            if http_timeout is None:
+                response = await self._http.request(method, url, data=data, headers=headers)
+            else:
+                response = await self._http.request(method, url, data=data, headers=headers, timeout=http_timeout)
+            if span is not None:
+                span.answered(response.status_code)
+            return response
 
 
 def _json_object(response: httpx2.Response) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx2
 
+from bff import tracing
 from bff.config import Settings
 from bff.errors import BffError
 from bff.logs import flush_logs
@@ -161,6 +162,9 @@ async def open_services(
         # Idle grants are looked for every hour (or a 24th of the idle timeout, when that is shorter).
         asyncio.create_task(_sweep_idle_grants_forever(connect, min(3600.0, settings.connect_idle_timeout / 24))),
     ]
+    # Traces, when the OTEL_* variables ask for them: here, in each worker process's lifespan, so no exporter
+    # thread or queue crosses a fork (bff.tracing).
+    tracing.start()
     try:
         yield services
     finally:
@@ -172,3 +176,4 @@ async def open_services(
         await idp_http.aclose()
         await upstream.aclose()
         await store.aclose()
+        await tracing.stop()  # exports the last requests' spans (bounded)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from yarl import URL
 
-from bff import metrics
+from bff import metrics, tracing
 from bff.config import Settings
 from bff.errors import BadGateway, GatewayTimeout
 
@@ -49,14 +49,21 @@ class Upstream:
     async def send(self, upstream: str, method: str, url: URL, headers: dict[str, str], body: bytes | None) -> Answer:
         """The upstream's answer, its body not read yet: :meth:`read` or :meth:`stream` it (both release it)."""
         started = time.perf_counter()
-        try:
-            response = await self._http.request(method, url, headers=headers, data=body, allow_redirects=False)
-        except TimeoutError as exc:
-            metrics.upstream_errors.labels(upstream=upstream, kind="timeout").inc()
-            raise GatewayTimeout("Kryptos did not answer in time.") from exc
-        except aiohttp.ClientError as exc:
-            metrics.upstream_errors.labels(upstream=upstream, kind="unreachable").inc()
-            raise BadGateway("Kryptos could not be reached.", code="upstream_unavailable") from exc
+        # Inside a traced request: a span until the answer's head arrives (method, host, port; not the path, which
+        # holds ids, nor the query), and its traceparent on the request (bff.tracing).
+        with tracing.http_span(method, url, peer=f"kryptos-{upstream}") as span:
+            if span is not None:
+                headers = span.headers(headers)
+            try:
+                response = await self._http.request(method, url, headers=headers, data=body, allow_redirects=False)
+            except TimeoutError as exc:
+                metrics.upstream_errors.labels(upstream=upstream, kind="timeout").inc()
+                raise GatewayTimeout("Kryptos did not answer in time.") from exc
+            except aiohttp.ClientError as exc:
+                metrics.upstream_errors.labels(upstream=upstream, kind="unreachable").inc()
+                raise BadGateway("Kryptos could not be reached.", code="upstream_unavailable") from exc
+            if span is not None:
+                span.answered(response.status)
         metrics.upstream_latency.labels(upstream=upstream).observe(time.perf_counter() - started)
         return response
 

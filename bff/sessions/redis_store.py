@@ -18,7 +18,8 @@ Cluster every script runs on the shard that owns its key.
 
 Every call is bounded by what is left of the request's Redis budget (:class:`~bff.sessions.store.RedisBudget`),
 and every redis-py exception is translated here into :class:`~bff.errors.SessionStoreUnavailable` (503
-``session_store_unavailable``), so nothing above this module knows redis-py exists.
+``session_store_unavailable``), so nothing above this module knows redis-py exists. When tracing is on
+(:mod:`bff.tracing`), each call made for a request is a span named by its Redis command, never its key.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
-from bff import metrics
+from bff import metrics, tracing
 from bff.errors import SessionStoreUnavailable
 from bff.sessions.redis_url import RedisUrl, parse_redis_url, standalone_url
 from bff.sessions.store import redis_budget
@@ -189,9 +190,10 @@ class RedisStore:
         return self._description
 
     @asynccontextmanager
-    async def _guarded(self) -> AsyncIterator[None]:
+    async def _guarded(self, command: str, script: str | None = None) -> AsyncIterator[None]:
         """One store call: bounded by what is left of the request's Redis budget (else the store's timeout),
-        every failure translated into 503 ``session_store_unavailable``."""
+        every failure translated into 503 ``session_store_unavailable``; inside a traced request, a span named
+        by the Redis ``command`` (and the ``script``'s name), never by the key or the value."""
         budget = redis_budget.get()
         limit = self._timeout if budget is None else min(budget.left, self._timeout)
         loop = asyncio.get_running_loop()
@@ -199,8 +201,9 @@ class RedisStore:
         try:
             if limit <= 0:
                 raise TimeoutError("the request's Redis budget is spent")
-            async with asyncio.timeout(limit):
-                yield
+            with tracing.redis_span(command, script):
+                async with asyncio.timeout(limit):
+                    yield
         except _FAILURES as exc:
             metrics.redis_errors.inc()
             raise SessionStoreUnavailable(_UNAVAILABLE) from exc
@@ -209,58 +212,58 @@ class RedisStore:
                 budget.left -= loop.time() - started
 
     async def get(self, key: str) -> bytes | None:
-        async with self._guarded():
+        async with self._guarded("GET"):
             value = await self._redis.get(key)
         return cast("bytes | None", value)
 
     async def set(self, key: str, value: bytes, *, ttl: float) -> None:
-        async with self._guarded():
+        async with self._guarded("SET"):
             await self._redis.set(key, value, px=_ms(ttl))
 
     async def get_and_delete(self, key: str) -> bytes | None:
-        async with self._guarded():
+        async with self._guarded("GETDEL"):
             value = await self._redis.getdel(key)
         return cast("bytes | None", value)
 
     async def delete(self, key: str) -> None:
-        async with self._guarded():
+        async with self._guarded("DEL"):
             await self._redis.delete(key)
 
     async def replace_if_unchanged(self, key: str, expected_sha1: str, value: bytes, *, ttl: float) -> bool:
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "replace_if_unchanged"):
             return bool(await self._replace_if_unchanged(keys=[key], args=[expected_sha1, value, _ms(ttl)]))
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float) -> bool:
-        async with self._guarded():
+        async with self._guarded("SET"):
             return bool(await self._redis.set(key, value, px=_ms(ttl), nx=True))
 
     async def expire_if_equal(self, key: str, value: bytes, *, ttl: float) -> bool:
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "expire_if_equal"):
             return bool(await self._expire_if_equal(keys=[key], args=[value, _ms(ttl)]))
 
     async def delete_if_equal(self, key: str, value: bytes) -> bool:
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "delete_if_equal"):
             return bool(await self._delete_if_equal(keys=[key], args=[value]))
 
     async def index_add(self, key: str, member: str, *, ttl: float) -> None:
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "index_add"):
             await self._index_add(keys=[key], args=[member, _ms(ttl)])
 
     async def index_members(self, key: str) -> list[str]:
-        async with self._guarded():
+        async with self._guarded("HKEYS"):
             members = await self._redis.hkeys(key)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def index_remove(self, key: str, member: str) -> None:
-        async with self._guarded():
+        async with self._guarded("HDEL"):
             await self._redis.hdel(key, member)
 
     async def hash_set(self, key: str, field: str, value: bytes) -> None:
-        async with self._guarded():
+        async with self._guarded("HSET"):
             await self._redis.hset(key, field, value)
 
     async def hash_get_all(self, key: str) -> dict[str, bytes]:
-        async with self._guarded():
+        async with self._guarded("HGETALL"):
             items = await self._redis.hgetall(key)
         return {
             (k.decode() if isinstance(k, bytes) else str(k)): (v if isinstance(v, bytes) else str(v).encode())
@@ -268,24 +271,24 @@ class RedisStore:
         }
 
     async def hash_delete(self, key: str, field: str) -> None:
-        async with self._guarded():
+        async with self._guarded("HDEL"):
             await self._redis.hdel(key, field)
 
     async def schedule(self, key: str, member: str, at: float) -> None:
-        async with self._guarded():
+        async with self._guarded("ZADD"):
             await self._redis.zadd(key, {member: at})
 
     async def due(self, key: str, until: float, *, limit: int) -> list[str]:
-        async with self._guarded():
+        async with self._guarded("ZRANGEBYSCORE"):
             members = await self._redis.zrangebyscore(key, "-inf", until, start=0, num=limit)
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
     async def unschedule(self, key: str, member: str) -> None:
-        async with self._guarded():
+        async with self._guarded("ZREM"):
             await self._redis.zrem(key, member)
 
     async def publish(self, channel: str, message: bytes) -> None:
-        async with self._guarded():
+        async with self._guarded("PUBLISH"):
             await self._redis.publish(channel, message)
 
     async def subscribe(self, channel: str) -> AsyncIterator[bytes | None]:
@@ -303,7 +306,7 @@ class RedisStore:
         connection = None
         loop = asyncio.get_running_loop()
         try:
-            async with self._guarded():
+            async with self._guarded("SUBSCRIBE"):
                 await pubsub.subscribe(channel)
             connection = pubsub.connection
             if connection is not None:
@@ -315,7 +318,7 @@ class RedisStore:
                 if now - heard > FEED_DEADLINE:
                     metrics.redis_errors.inc()
                     raise SessionStoreUnavailable("The session change feed stopped answering.")
-                async with self._guarded():
+                async with self._guarded("PING"):
                     if now - pinged >= FEED_PING_INTERVAL:
                         await pubsub.ping(_FEED_PING)
                         pinged = now
@@ -342,7 +345,7 @@ class RedisStore:
                     await connection.disconnect(nowait=True)
 
     async def ping(self) -> None:
-        async with self._guarded():
+        async with self._guarded("PING"):
             await self._redis.ping()
 
     async def aclose(self) -> None:
@@ -394,15 +397,15 @@ return 0
 
     async def rate_limit(self, key: str, *, interval: float, burst: int) -> float:
         args = [max(1, round(interval * 1_000_000)), max(1, burst)]
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "rate_limit"):
             wait_us = await self._rate_limit_script(keys=[key], args=args)
         return int(wait_us) / 1_000_000
 
     async def window_add(self, key: str, member: str, *, limit: int, window: float) -> float:
-        async with self._guarded():
+        async with self._guarded("EVALSHA", "window_add"):
             wait_ms = await self._window_add_script(keys=[key], args=[member, max(1, limit), _ms(window)])
         return int(wait_ms) / 1000
 
     async def window_remove(self, key: str, member: str) -> None:
-        async with self._guarded():
+        async with self._guarded("ZREM"):
             await self._redis.zrem(key, member)

@@ -2,7 +2,8 @@
 
 Called by :class:`bff.web.edge.EdgeMiddleware` for every request; the line goes through
 :func:`bff.logs.write_access`, so it carries only the route template, status, latency, client address,
-a short hash of the session and the upstream's status, never a query string, token or cookie.
+a short hash of the session, the upstream's status and, when tracing is on, the trace and span ids; never a
+query string, token or cookie.
 """
 
 from __future__ import annotations
@@ -79,4 +80,7 @@ class RequestRecorder:
             }
             if "outcome" in state:  # e.g. client_closed (status 499): said only when there is something to say
                 extra["outcome"] = state["outcome"]
+            if "trace_id" in state:  # tracing on (bff.tracing): the line names the request's trace and span
+                extra["trace_id"] = state["trace_id"]
+                extra["span_id"] = state["span_id"]
             write_access(extra)

@@ -2,7 +2,7 @@
 
 1. forwarded headers, believed only from trusted proxies (:mod:`bff.web.forwarded`);
 2. the request id, the security headers on the way out, one access-log line and the HTTP metrics
-   (:mod:`bff.logs`);
+   (:mod:`bff.logs`), and the request's trace span when tracing is on (:mod:`bff.tracing`);
 3. the path guard: non-canonical paths are refused before any routing (:func:`path_refusal`);
 4. the CSRF header and ``Origin`` checks (:mod:`bff.web.csrf`);
 5. the request's Redis budget: ``BFF_REDIS_TIMEOUT`` for all its Redis calls together
@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bff import tracing
 from bff.config import Settings
 from bff.errors import BadRequest, HeaderFieldsTooLarge, error_response
 from bff.logs import request_id_var
@@ -102,7 +103,13 @@ class EdgeMiddleware:
         state["peer_trusted"] = self.forwarded.apply(scope, headers)
         rid = request_id_for(headers)
         token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
+        state["request_id"] = rid
+        # An incoming traceparent is adopted only from a trusted proxy: from anyone else it would let a client
+        # pick the trace id (joining, or flooding, someone else's trace) and the sampled flag, the abuse W3C
+        # Trace Context's "Security Considerations" describe; such a request starts a new trace.
+        span = tracing.server_span(scope["method"], headers if state["peer_trusted"] else None)
+        if span is not None:
+            state["trace_id"], state["span_id"] = span.trace_id, span.span_id
         budget_token = redis_budget.set(RedisBudget(self.redis_timeout))
         started = time.perf_counter()
         status = 500
@@ -129,6 +136,8 @@ class EdgeMiddleware:
                 status = CLIENT_CLOSED
                 scope["state"]["outcome"] = "client_closed"
             self.recorder.record(scope, status, time.perf_counter() - started)
+            if span is not None:  # named after the route the router matched (scope["route"]), if any
+                span.finish(getattr(scope.get("route"), "path", None), status, rid)
             request_id_var.reset(token)
             redis_budget.reset(budget_token)
 
