@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "openapi.json"
 REGENERATE = ".venv/bin/python -m bff_dev.openapi > openapi.json"
 PROBLEM_JSON = "application/problem+json"
-MAX_EXAMPLES = 25  # per operation and generation mode (valid, then invalid cases): ~1,400 cases per run
+MAX_EXAMPLES = 25  # per operation and generation mode (valid, then invalid cases): ~800 cases per pass
 SEED = 20240917
 # Ending the signed-in session would turn every later case of the authenticated run into a 401.
 LOGOUT_OPERATIONS = frozenset({"POST /auth/logout", "GET /auth/logout"})
@@ -60,6 +60,13 @@ VERIFY_PATHS = (verify.PREFIX, verify.PREFIX + "/{original}")
 # schemathesis leaves the type parameters of its operations open.
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 Case = schemathesis.Case[Operation]
+# /auth/verify answers every method the same way, and only to a trusted proxy (this client is not one): its
+# GET operations stand for the other twelve, which would add ~1,000 cases of the same 403 to every run.
+VERIFY_OTHER_METHODS = frozenset(
+    f"{method} {path}"
+    for path in ("/auth/verify", "/auth/verify/{original}")
+    for method in ("HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+)
 
 
 def _schema(document: dict[str, Any]) -> schemathesis.BaseSchema:
@@ -484,7 +491,7 @@ def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, 
     started = time.monotonic()
 
     anonymous = FuzzReport("unauthenticated")
-    _fuzz(schema, target, anonymous)
+    _fuzz(schema, target, anonymous, exclude=VERIFY_OTHER_METHODS)
 
     cookies = _sign_in(base, "admin")
     assert cookies, "no session cookie after sign-in"
@@ -495,7 +502,7 @@ def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, 
         signed_in,
         headers={"X-CSRF": "1", "Origin": base},
         cookies=cookies,
-        exclude=LOGOUT_OPERATIONS,
+        exclude=LOGOUT_OPERATIONS | VERIFY_OTHER_METHODS,
     )
     # The custom check does catch a bad error body: the emulator's own 401 JSON, as if bff had said it.
     raw = requests.get(f"{target}/_kryptos/api/v1/userinfo", timeout=5)
