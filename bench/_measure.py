@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,16 @@ class Quiet:
             if (machine_busy_seconds() - before) / self.window < self.threshold:
                 break
         return time.monotonic() - started
+
+
+def interleaved(targets: Sequence[Target], rounds: int) -> Iterator[tuple[int, Target]]:
+    """(round number, target) for every run: each round runs every target once, and each starts one target
+    later than the round before, so no target is always measured first (on a machine still warming up) or
+    always last."""
+    for round_no in range(1, rounds + 1):
+        shift = (round_no - 1) % len(targets)
+        for target in [*targets[shift:], *targets[:shift]]:
+            yield round_no, target
 
 
 def command_calls(redis: Redis) -> dict[str, int]:

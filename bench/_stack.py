@@ -117,7 +117,7 @@ http {{
     return conf
 
 
-def _bff_env(
+def bff_env(
     port: int, emulator_port: int, upstream_port: int, redis_url: str, client_secret: str, level: str
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_")}
@@ -181,7 +181,7 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
     bffs: dict[str, Server] = {}
     envs: dict[str, dict[str, str]] = {}
     for level, port in bff_ports.items():
-        envs[level] = _bff_env(port, emulator_port, upstream_port, redis_url, client_secret, level)
+        envs[level] = bff_env(port, emulator_port, upstream_port, redis_url, client_secret, level)
         args = [python, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         bffs[level] = Server(f"bff ({level})", args, port, tmp / f"bff-{level}.log", env=envs[level])
     nginx_server = None

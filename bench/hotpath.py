@@ -29,7 +29,7 @@ from redis import Redis
 
 from bench import _profile
 from bench._load import BENCH_DIR, LoadGenerator
-from bench._measure import Quiet, Target, measure
+from bench._measure import Quiet, Target, interleaved, measure
 from bench._procs import Processes, rss_kib
 from bench._report import SESSION_BYTES_GOAL, Results, machine, render
 from bench._seed import Seeder
@@ -278,34 +278,32 @@ def _benchmark(stack: Stack, args: argparse.Namespace, tmp: Path, results: Resul
         for target in targets:
             measure(loadgen, redis, target, round_no=0, connections=args.connections, duration=2, cookies=cookies)
 
-        for round_no in range(1, args.rounds + 1):
-            shift = (round_no - 1) % len(targets)
-            for target in targets[shift:] + targets[:shift]:
-                if "bff" in target.pids:
-                    asyncio.run(seeder.touch())
-                run = measure(
-                    loadgen,
-                    redis,
-                    target,
-                    round_no=round_no,
-                    connections=args.connections,
-                    duration=args.duration,
-                    cookies=cookies,
-                    quiet=quiet,
+        for round_no, target in interleaved(targets, args.rounds):
+            if "bff" in target.pids:
+                asyncio.run(seeder.touch())
+            run = measure(
+                loadgen,
+                redis,
+                target,
+                round_no=round_no,
+                connections=args.connections,
+                duration=args.duration,
+                cookies=cookies,
+                quiet=quiet,
+            )
+            results.rounds.append(run)
+            flag = "" if run.clean else f"   <-- {run.load.non2xx} non-2xx, {run.load.socket_errors} socket errors!"
+            cpu = ", ".join(f"{k} {v:.0f} µs" for k, v in run.cpu_us.items())
+            print(
+                f"round {round_no} {target.name:13} {run.load.rps:9,.0f} req/s  p99 {run.load.p99_ms:6.2f} ms  "
+                f"CPU/req: {cpu}  other load {run.foreign_cores:.2f} cores (waited {run.waited_s:.0f} s){flag}",
+                flush=True,
+            )
+            if not run.clean:
+                results.notes.append(
+                    f"**round {round_no} {target.name}: {run.load.non2xx} non-2xx responses, "
+                    f"{run.load.socket_errors} socket errors — its numbers are not valid**"
                 )
-                results.rounds.append(run)
-                flag = "" if run.clean else f"   <-- {run.load.non2xx} non-2xx, {run.load.socket_errors} socket errors!"
-                cpu = ", ".join(f"{k} {v:.0f} µs" for k, v in run.cpu_us.items())
-                print(
-                    f"round {round_no} {target.name:13} {run.load.rps:9,.0f} req/s  p99 {run.load.p99_ms:6.2f} ms  "
-                    f"CPU/req: {cpu}  other load {run.foreign_cores:.2f} cores (waited {run.waited_s:.0f} s){flag}",
-                    flush=True,
-                )
-                if not run.clean:
-                    results.notes.append(
-                        f"**round {round_no} {target.name}: {run.load.non2xx} non-2xx responses, "
-                        f"{run.load.socket_errors} socket errors — its numbers are not valid**"
-                    )
 
         bff = next(t for t in targets if t.name == "bff")
         session_target = Target("bff", bff.port, SESSION_PATH, "bff", bff.pids)

@@ -36,14 +36,15 @@ from typing import Any
 from redis import Redis
 
 from bench._load import LoadGenerator
-from bench._measure import Quiet, Run, Target, measure
+from bench._measure import Quiet, Run, Target, interleaved, measure
 from bench._procs import Processes, Server
 from bench._seed import Seeder
+from bench._stack import CLIENT_ID, bff_env
 from bff.config import load_settings
 from tests.support.redis_server import free_port, redis_server_args
 
 API_PATH = "/api/v1/integrations?page=1&pageSize=25"
-CLIENT_ID = "bench"
+
 _STARTUP = 30.0
 
 
@@ -99,24 +100,9 @@ def _spans_received(port: int) -> int:
 
 
 def _bff_env(port: int, emulator: int, upstream: int, redis_url: str, secret: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BFF_", "OTEL_"))}
-    env.update(
-        {
-            "BFF_CLIENT_ID": CLIENT_ID,
-            "BFF_CLIENT_SECRET": secret,
-            "BFF_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "BFF_ISSUER": f"http://127.0.0.1:{emulator}/oidc",
-            "BFF_DATA_API_URL": f"http://127.0.0.1:{upstream}",
-            "BFF_CONNECT_API_URL": f"http://127.0.0.1:{emulator}/connect",
-            "BFF_REDIS_URL": redis_url,
-            "BFF_SESSION_SECRETS": "bench-session-secret-" + "s" * 32,
-            "BFF_ENCRYPTION_KEYS": "bench-encryption-key-" + "k" * 32,
-            "BFF_METRICS_PORT": str(free_port()),
-            "BFF_LOG_LEVEL": "warning",
-            "BFF_LOG_FORMAT": "json",
-        }
-    )
-    return env
+    """bench/run's settings for a bff, without any OTEL_* of this shell: each mode sets its own (MODES)."""
+    env = bff_env(port, emulator, upstream, redis_url, secret, "warning")
+    return {k: v for k, v in env.items() if not k.startswith("OTEL_")}
 
 
 # Each bff's tracing variables. "on": every request traced, the SDK's default batching (512 spans, every 5 s at
@@ -251,30 +237,28 @@ def _benchmark(args: argparse.Namespace, tmp: Path) -> list[str]:
                     loadgen, redis, target, round_no=0, connections=args.connections, duration=2, cookies=cookies
                 )
                 requests[target.name] += run.load.requests
-            for round_no in range(1, args.rounds + 1):
-                shift = (round_no - 1) % len(targets)
-                for target in targets[shift:] + targets[:shift]:
-                    asyncio.run(seeder.touch())
-                    run = measure(
-                        loadgen,
-                        redis,
-                        target,
-                        round_no=round_no,
-                        connections=args.connections,
-                        duration=args.duration,
-                        cookies=cookies,
-                        quiet=quiet,
-                    )
-                    if not run.clean:
-                        raise RuntimeError(f"{target.name}: {run.load.non2xx} non-2xx, {run.load.socket_errors} errors")
-                    runs[target.name].append(run)
-                    requests[target.name] += run.load.requests
-                    print(
-                        f"round {round_no} tracing {target.name:9} {run.load.rps:7,.0f} req/s  "
-                        f"p99 {run.load.p99_ms:6.2f} ms  bff CPU {run.cpu_us['bff']:6.1f} µs/req  "
-                        f"other load {run.foreign_cores:.2f} cores",
-                        flush=True,
-                    )
+            for round_no, target in interleaved(targets, args.rounds):
+                asyncio.run(seeder.touch())
+                run = measure(
+                    loadgen,
+                    redis,
+                    target,
+                    round_no=round_no,
+                    connections=args.connections,
+                    duration=args.duration,
+                    cookies=cookies,
+                    quiet=quiet,
+                )
+                if not run.clean:
+                    raise RuntimeError(f"{target.name}: {run.load.non2xx} non-2xx, {run.load.socket_errors} errors")
+                runs[target.name].append(run)
+                requests[target.name] += run.load.requests
+                print(
+                    f"round {round_no} tracing {target.name:9} {run.load.rps:7,.0f} req/s  "
+                    f"p99 {run.load.p99_ms:6.2f} ms  bff CPU {run.cpu_us['bff']:6.1f} µs/req  "
+                    f"other load {run.foreign_cores:.2f} cores",
+                    flush=True,
+                )
         finally:
             redis.close()
         exported: dict[str, float] = {}

@@ -23,15 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff import tracing
 from bff.sessions.store import session_handle
-from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from bff_dev.emulator import EmulatorConfig, create_emulator_app
 from tests.support.otlp_receiver import CLIENT, SERVER, OtlpReceiver, ReceivedSpan
-from tests.support.processes import Cluster, Replica, expire_access_token
-from tests.support.redis_server import free_port
-from tests.support.servers import ServerThread
+from tests.support.processes import Cluster, Replica, expire_access_token, start_cluster_on
 
 pytestmark = pytest.mark.redis
 
@@ -131,35 +130,20 @@ class Traced:
 def traced(redis_url: str) -> Iterator[Traced]:
     """An emulator (behind the tap) and traced ``bff serve`` replicas exporting to one receiver."""
     receiver = OtlpReceiver().start()
-    public = "http://127.0.0.1:1"  # every replica serves this origin; tests reach each by its own port
-    secret = secrets.token_urlsafe(24)
-    emulator_port = free_port()
-    config = EmulatorConfig(
-        base_url=f"http://127.0.0.1:{emulator_port}",
-        clients=[EmulatorClient(CLIENT_ID, secret, [f"{public}/auth/callback"])],
-    )
     tap = TapLog()
-    app = create_emulator_app(config)
-    app.add_middleware(_Tap, log=tap)
-    emulator = ServerThread(app, port=emulator_port).start()
+
+    def tapped_emulator(config: EmulatorConfig) -> Starlette:
+        app = create_emulator_app(config)
+        app.add_middleware(_Tap, log=tap)
+        return app
+
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin"),
-        "BFF_ISSUER": config.issuer,
-        "BFF_DATA_API_URL": config.data_api_url,
-        "BFF_CONNECT_API_URL": config.connect_api_url,
-        "BFF_CLIENT_ID": CLIENT_ID,
-        "BFF_CLIENT_SECRET": secret,
-        "BFF_PUBLIC_URL": public,
-        "BFF_REDIS_URL": redis_url,
-        "BFF_SESSION_SECRETS": secrets.token_urlsafe(32),
-        "BFF_ENCRYPTION_KEYS": secrets.token_urlsafe(32),
-        "BFF_METRICS_PORT": "0",
         "BFF_LOG_LEVEL": "info",  # the access lines
         "BFF_SESSION_CACHE_SECONDS": "0",  # every call reads its session from Redis
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: spans reach the receiver soon after each request
     }
-    cluster = Cluster(redis_url, emulator, config, env)
+    cluster = start_cluster_on(tapped_emulator, redis_url, replicas=0, overrides=env)
     try:
         cluster.start_replica()
         yield Traced(cluster, receiver, tap)

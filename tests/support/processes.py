@@ -15,6 +15,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx2
+from starlette.applications import Starlette
 
 from bff.sessions import SessionManager
 from bff.sessions.cookie import SignedValueCodec
@@ -123,6 +124,19 @@ class Cluster:
 
 
 def start_cluster(redis_url: str, *, replicas: int = 2, metrics: bool = False, **env_overrides: str) -> Cluster:
+    return start_cluster_on(create_emulator_app, redis_url, replicas=replicas, metrics=metrics, overrides=env_overrides)
+
+
+def start_cluster_on(
+    emulator_app: Callable[[EmulatorConfig], Starlette],
+    redis_url: str,
+    *,
+    replicas: int,
+    metrics: bool = False,
+    overrides: Mapping[str, str],
+) -> Cluster:
+    """An emulator (``emulator_app`` builds it, e.g. with a middleware that records what it is sent) and
+    ``replicas`` ``bff serve`` processes; ``overrides`` replace or add settings."""
     # Every replica serves the same public origin; tests talk to each by its own port, cookies travel by
     # header, so the public URL only has to be a registered redirect URI.
     public = "http://127.0.0.1:1"
@@ -132,7 +146,7 @@ def start_cluster(redis_url: str, *, replicas: int = 2, metrics: bool = False, *
         base_url=f"http://127.0.0.1:{emulator_port}",
         clients=[EmulatorClient(CLIENT_ID, secret, [f"{public}/auth/callback"])],
     )
-    emulator = ServerThread(create_emulator_app(config), port=emulator_port).start()
+    emulator = ServerThread(emulator_app(config), port=emulator_port).start()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin"),
         "BFF_ISSUER": config.issuer,
@@ -146,7 +160,7 @@ def start_cluster(redis_url: str, *, replicas: int = 2, metrics: bool = False, *
         "BFF_ENCRYPTION_KEYS": secrets.token_urlsafe(32),
         "BFF_METRICS_PORT": "0",
         "BFF_LOG_LEVEL": "warning",
-        **env_overrides,
+        **overrides,
     }
     cluster = Cluster(redis_url, emulator, config, env)
     try:
