@@ -236,13 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the production server (uvicorn, uvloop, httptools) with the settings in BFF_* "
         "environment variables. It serves /auth/*, /api/*, /healthz and /readyz, and no SPA: serve your SPA's "
         "files from the same origin (ingress or static server). X-Forwarded-* headers are believed only from "
-        "BFF_TRUSTED_PROXIES; Prometheus metrics are on BFF_METRICS_PORT.",
+        "BFF_TRUSTED_PROXIES; Prometheus metrics are on BFF_METRICS_PORT; with BFF_VERIFY_PORT set, the ingress's "
+        "/auth/verify is served on that port alone.",
         formatter_class=_HelpFormatter,
     )
     serve.add_argument(
         "--host",
         default="0.0.0.0",  # noqa: S104 - a container listens on all interfaces
-        help="address to listen on, for HTTP and the metrics port (0.0.0.0: every interface, as in a "
+        help="address to listen on, for HTTP, the metrics port and the verify port (0.0.0.0: every interface, as in a "
         "container; 127.0.0.1: this machine only)",
     )
     serve.add_argument("--port", type=_positive_port, default=8000, help="HTTP port")

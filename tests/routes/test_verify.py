@@ -308,3 +308,19 @@ async def test_bff_serve_listens_on_the_verify_port_in_every_worker(redis_url: s
                 assert asked.headers["x-client-id"] == cluster.env["BFF_CLIENT_ID"]
     finally:
         cluster.stop()
+
+
+async def test_a_native_apps_session_header_is_a_session_and_needs_no_csrf_header(make_stack: MakeStack) -> None:
+    # Authorization: Session <token> (bff.routes.mobile) authenticates alone, never with a cookie, and is
+    # not ambient authority: no X-CSRF needed, as on the proxy. The token is the same signed id as the cookie.
+    stack = make_stack(**TRUSTED)
+    async with stack.client() as browser:
+        await stack.login(browser)
+        token = browser.cookies[stack.settings.session_cookie_name]
+    async with stack.client() as app:
+        answer = await ask(app, stack, nginx("GET", INTEGRATIONS, Authorization=f"Session {token}"))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["authorization"] == f"Bearer {latest_access_token(stack)}"
+        forged = await ask(app, stack, nginx("GET", INTEGRATIONS, Authorization=f"Session {token}x"))
+        assert forged.status_code == 401
+        assert "authorization" not in forged.headers
