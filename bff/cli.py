@@ -157,7 +157,6 @@ def _serve(config: uvicorn.Config, verify_port: int) -> int:
     if config.workers == 1 and not server.started:
         return 3  # uvicorn's STARTUP_FAILURE: the lifespan failed (its reason is logged)
     return 0
-    return 0
 
 
 def _dev_tools(command: str) -> ModuleType | None:

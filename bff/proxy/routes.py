@@ -112,7 +112,10 @@ _SEGMENT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _pattern(path: str) -> re.Pattern[str]:
-    """``/api/v1/sync/{jobId}`` → a pattern matching one plain segment per ``{name}`` (validated later)."""
+    """``/api/v1/sync/{jobId}`` → a pattern matching one plain segment per ``{name}`` (validated later).
+
+    Not Starlette's ``compile_path``: its pattern ends in ``$``, which also matches before a trailing newline,
+    and an original URI's ``%0A`` decodes to one."""
     parts = _SEGMENT.split(path)  # literal, name, literal, name, ..., literal
     return re.compile(
         "".join(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part) for i, part in enumerate(parts)) + r"\Z"

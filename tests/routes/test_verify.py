@@ -127,6 +127,7 @@ async def test_without_a_session_it_is_401_and_after_logout_at_once(make_stack: 
             "route_not_allowed",
         ),  # a path in the table, not this method
         (nginx("GET", "/api/v1/accounts", **CSRF), "route_not_allowed"),  # not in the table at all
+        (nginx("GET", "/api/v1/integrations%0A", **CSRF), "route_not_allowed"),  # a newline is not the end
         (nginx("GET", "/auth/session", **CSRF), "route_not_allowed"),  # bff's own endpoints are not API calls
         (nginx("HEAD", INTEGRATIONS, **CSRF), "route_not_allowed"),
         (nginx("GET", "/api/developer/grants", **CSRF), "forbidden"),  # admin-only, and the user is no admin
