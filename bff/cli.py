@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -132,17 +133,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def bind_sockets(config: uvicorn.Config, verify_port: int) -> list[socket.socket]:
+    """The listening sockets: ``config.port``'s, and ``verify_port``'s when it is not 0."""
+    sockets = [config.bind_socket()]
+    if verify_port:
+        main_port, config.port = config.port, verify_port  # bind_socket binds (and logs) config.port
+        try:
+            sockets.append(config.bind_socket())
+        finally:
+            config.port = main_port
+    return sockets
+
+
 def _serve(config: uvicorn.Config, verify_port: int) -> int:
     """What ``uvicorn.run`` does, on one socket or, with ``BFF_VERIFY_PORT``, two: every worker serves both, and
     tells them apart by the port a request came in on (:mod:`bff.routes.verify`)."""
     if verify_port == config.port:
         print("BFF_VERIFY_PORT must differ from the port bff serves on (--port).", file=sys.stderr)
         return 1
-    sockets = [config.bind_socket()]
-    if verify_port:
-        main_port, config.port = config.port, verify_port  # bind_socket binds (and logs) config.port
-        sockets.append(config.bind_socket())
-        config.port = main_port
+    sockets = bind_sockets(config, verify_port)
     server = uvicorn.Server(config)
     try:
         if config.workers > 1:

@@ -8,7 +8,6 @@ host, not per port, and with an http public URL the cookie is the plain host-onl
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,6 @@ from typing import Any
 import httpx2
 import pytest
 
-from bff.sessions import SessionManager
-from bff.sessions.crypto import Keyring
-from bff.sessions.model import Lifetimes
-from bff.sessions.redis_store import RedisStore
 from tests.support.ingress import (
     Ingress,
     RecordingUpstream,
@@ -99,23 +94,6 @@ class Deployment:
             for request, _ in self.stack.idp.exchanges
             if request.url.path.endswith("/token") and b"grant_type=refresh_token" in request.content
         )
-
-    async def expire_access_token(self, cookie: str) -> None:
-        """Move the stored session's access token past expiry (bff's own session code on the same Redis)."""
-        settings = self.stack.settings
-        store = RedisStore.from_url(settings.redis_url.get_secret_value())
-        try:
-            keyring = Keyring([k.get_secret_value() for k in settings.encryption_keys])
-            manager = SessionManager(store, keyring, lifetimes=Lifetimes.from_settings(settings), clock=time.time)
-            session_id = self.stack.services.session_codec.unsign(cookie)
-            assert session_id is not None
-            session = await manager.load(session_id, cached=False)
-            assert session is not None
-            past = time.time() - 1
-            saved = await manager.save(session_id, session.with_changes(access_expires_at=past, access_refresh_at=past))
-            assert saved is not None
-        finally:
-            await store.aclose()
 
     def output(self) -> str:
         return self.ingress.output()

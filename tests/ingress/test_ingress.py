@@ -202,7 +202,7 @@ async def test_an_expired_token_is_refreshed_once_for_concurrent_calls(deploy: D
     async with deployment.browser() as browser:
         cookie = await deployment.sign_in(browser)
         [old_token] = deployment.access_tokens()
-        await deployment.expire_access_token(cookie)
+        await deployment.stack.expire_access_token(cookie)
         answers = await asyncio.gather(
             *(browser.get(f"{deployment.url}/api/v1/userinfo", headers=CSRF) for _ in range(calls))
         )

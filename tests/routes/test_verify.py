@@ -8,17 +8,12 @@ send; tests/ingress/ puts real nginx and Caddy in front. Every answer is checked
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx2
 import pytest
 import redis.asyncio as aioredis
 
-from bff.sessions import SessionManager
-from bff.sessions.crypto import Keyring
-from bff.sessions.model import Lifetimes
-from bff.sessions.redis_store import RedisStore
 from tests.support.connect import connect
 from tests.support.processes import sign_in, start_cluster
 from tests.support.redis_server import RedisServer, free_port
@@ -194,30 +189,13 @@ async def test_a_connect_grant_is_the_bearer(make_stack: MakeStack) -> None:
         assert bearer not in stack.idp.issued_secrets()  # not an OpenID Connect token: the browser never signed in
 
 
-async def _expire(stack: Stack, browser: httpx2.AsyncClient) -> None:
-    """Move the session's access token past expiry, with bff's own session code on this test's loop."""
-    settings = stack.settings
-    store = RedisStore.from_url(settings.redis_url.get_secret_value())
-    keyring = Keyring([k.get_secret_value() for k in settings.encryption_keys])
-    manager = SessionManager(store, keyring, lifetimes=Lifetimes.from_settings(settings), clock=time.time)
-    try:
-        session_id = stack.services.session_codec.unsign(browser.cookies[settings.session_cookie_name])
-        assert session_id is not None
-        session = await manager.load(session_id)
-        assert session is not None
-        past = time.time() - 1
-        assert await manager.save(session_id, session.with_changes(access_expires_at=past, access_refresh_at=past))
-    finally:
-        await store.aclose()
-
-
 async def test_an_expired_token_is_refreshed_once_across_concurrent_asks_on_two_replicas(make_stack: MakeStack) -> None:
     stack = make_stack(**TRUSTED)
     other = stack.add_replica()
     async with stack.client() as browser:
         await stack.login(browser)
         stale = latest_access_token(stack)
-        await _expire(stack, browser)
+        await stack.expire_access_token(browser.cookies[stack.settings.session_cookie_name])
         before = (await stack.emulator_control("GET", "stats"))["token"].get("refresh_token", {})
         headers = nginx("GET", INTEGRATIONS, **CSRF)
         answers = await asyncio.gather(

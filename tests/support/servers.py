@@ -12,6 +12,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
+from bff.cli import bind_sockets
 from tests.support.redis_server import free_port
 
 
@@ -46,13 +47,7 @@ class ServerThread:
 
     def _run(self) -> None:
         try:
-            sockets = None
-            if self.extra_port:
-                config = self.server.config
-                sockets = [config.bind_socket()]
-                config.port = self.extra_port
-                sockets.append(config.bind_socket())
-                config.port = self.port
+            sockets = bind_sockets(self.server.config, self.extra_port) if self.extra_port else None
             asyncio.run(self.server.serve(sockets))
         except BaseException as exc:  # surfaced by start()
             self.error = exc

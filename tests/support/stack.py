@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,13 @@ import httpx2
 from bff.app import create_app
 from bff.config import Settings
 from bff.services.container import Services
+from bff.sessions import SessionManager
+from bff.sessions.crypto import Keyring
+from bff.sessions.model import Lifetimes
+from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import KeyValueStore
 from bff_dev.emulator import EmulatorClient, EmulatorConfig, create_emulator_app
+from tests.support.processes import expire_with
 from tests.support.redis_server import free_port
 from tests.support.servers import ServerThread, stop_all
 
@@ -127,6 +133,18 @@ class Stack:
             r = await c.request(method, f"{self.emulator.url}/_emulator/{path}", **kwargs)
             r.raise_for_status()
             return r.json() if r.content else None
+
+    async def expire_access_token(self, cookie: str) -> None:
+        """Jump the session's access token past expiry (no sleeping), with bff's own session code on this
+        test's event loop and the stack's Redis (the running bff's objects belong to its server thread)."""
+        settings = self.settings
+        store = RedisStore.from_url(settings.redis_url.get_secret_value())
+        keyring = Keyring([k.get_secret_value() for k in settings.encryption_keys])
+        manager = SessionManager(store, keyring, lifetimes=Lifetimes.from_settings(settings), clock=time.time)
+        try:
+            await expire_with(manager, self.services.session_codec, cookie)
+        finally:
+            await store.aclose()
 
     def add_replica(self) -> str:
         """Another bff process-alike (its own app, caches and connections) on the same Redis and emulator;
