@@ -81,7 +81,7 @@ def app_from_environment() -> object:
     from bff.app import create_app
 
     settings = _settings_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.audit_log)
     _withhold_traceback_text()
     return create_app(settings)
 
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.audit_log)
     _withhold_traceback_text()
     _warn_unknown_variables()
     with contextlib.ExitStack() as stack:

@@ -181,6 +181,7 @@ class Settings(BaseModel):
     post_logout_redirect_uri: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    audit_log: Literal["stderr", "stdout"] = "stderr"  # where the audit trail's lines go (bff.audit)
     # The per-session refresh lock (held across replicas): its lease, renewed while the token call runs,
     # and how long other requests wait for it before answering 503 refresh_in_progress.
     refresh_lock_lease: float = Field(5.0, gt=0)

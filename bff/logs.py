@@ -164,7 +164,16 @@ def flush_logs() -> None:
 _access_sink: BatchingStreamHandler | None = None
 
 
-def configure_logging(level: str, fmt: str) -> None:
+class AuditFormatter(logging.Formatter):
+    """A record of ``bff.audit`` (:mod:`bff.audit`) is its event, as one JSON object, whatever BFF_LOG_FORMAT says."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(getattr(record, "audit", {"event": record.getMessage()}), default=str)
+
+
+def configure_logging(level: str, fmt: str, audit: str = "stderr") -> None:
+    """The root handler (``BFF_LOG_LEVEL``, ``BFF_LOG_FORMAT``) on stderr, and the audit trail's own handler
+    on ``audit`` (``BFF_AUDIT_LOG``: ``stderr`` or ``stdout``), at INFO whatever the level says."""
     global _access_sink
     handler = BatchingStreamHandler(sys.stderr)
     _access_sink = handler
@@ -177,6 +186,12 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # ours logs without query strings
     quiet_library_loggers()
+    audit_handler = logging.StreamHandler(sys.stdout if audit == "stdout" else sys.stderr)
+    audit_handler.setFormatter(AuditFormatter())
+    audit_log = logging.getLogger("bff.audit")
+    audit_log.handlers[:] = [audit_handler]
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False
 
 
 def quiet_library_loggers() -> None:

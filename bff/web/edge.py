@@ -1,8 +1,9 @@
 """The one ASGI layer every request passes before routing, in this order:
 
 1. forwarded headers, believed only from trusted proxies (:mod:`bff.web.forwarded`);
-2. the request id, the security headers on the way out, one access-log line and the HTTP metrics
-   (:mod:`bff.logs`), and the request's trace span when tracing is on (:mod:`bff.tracing`);
+2. the request id (and the client address the audit trail names, :mod:`bff.audit`), the security headers
+   on the way out, one access-log line and the HTTP metrics (:mod:`bff.logs`), and the request's trace span
+   when tracing is on (:mod:`bff.tracing`);
 3. the path guard: non-canonical paths are refused before any routing (:func:`path_refusal`);
 4. the CSRF header and ``Origin`` checks (:mod:`bff.web.csrf`);
 5. the request's Redis budget: ``BFF_REDIS_TIMEOUT`` for all its Redis calls together
@@ -31,7 +32,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bff import tracing
+from bff import audit, tracing
 from bff.config import Settings
 from bff.errors import BadRequest, HeaderFieldsTooLarge, error_response
 from bff.logs import request_id_var
@@ -103,6 +104,8 @@ class EdgeMiddleware:
         state["peer_trusted"] = self.forwarded.apply(scope, headers)
         rid = request_id_for(headers)
         token = request_id_var.set(rid)
+        client = scope.get("client")
+        client_token = audit.client_var.set(client[0] if client else None)  # as forwarded.apply resolved it
         state["request_id"] = rid
         # An incoming traceparent is adopted only from a trusted proxy: from anyone else it would let a client
         # pick the trace id (joining, or flooding, someone else's trace) and the sampled flag, the abuse W3C
@@ -139,6 +142,7 @@ class EdgeMiddleware:
             if span is not None:  # named after the route the router matched (scope["route"]), if any
                 span.finish(getattr(scope.get("route"), "path", None), status, rid)
             request_id_var.reset(token)
+            audit.client_var.reset(client_token)
             redis_budget.reset(budget_token)
 
     def _head_refusal(self, scope: Scope, headers: dict[bytes, bytes], too_many: bool) -> Response | None:
