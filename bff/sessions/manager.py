@@ -17,8 +17,12 @@ A session that ended stays ended, whatever replica or stale copy tries to write 
 
 Every write or delete of a session is announced on :data:`~bff.sessions.store.SESSION_EVENTS_CHANNEL`, so
 each process's :class:`~bff.sessions.cache.SessionCache` can drop its copy (see that module). The
-per-user indexes (back-channel logout by ``sub`` or provider ``sid``) hold session *handles* (digests),
-never session ids.
+per-user indexes (a user's sessions by ``sub``, back-channel logout by provider ``sid``) hold session
+*handles* (digests), never session ids. The ``sub`` index describes each session
+(:class:`~bff.sessions.model.IndexEntry`, rewritten with every write of the session), so a user's sessions
+are listed from that one hash (:meth:`SessionManager.sessions_of`); a session that ends leaves both indexes.
+Every ending goes through :meth:`SessionManager.end_handle` (or, for one judged expired on read,
+:meth:`SessionManager._expired`) and is one ``sign_out`` event of the audit trail (:mod:`bff.audit`), with why.
 """
 
 from __future__ import annotations
@@ -28,19 +32,23 @@ import logging
 import secrets
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
-from bff import metrics
+from bff import audit, metrics
 from bff.errors import SessionStoreUnavailable
 from bff.sessions.cache import SessionCache
 from bff.sessions.crypto import Keyring
 from bff.sessions.lock import RefreshLock
-from bff.sessions.model import Lifetimes, LoginState, Session
+from bff.sessions.model import IndexEntry, Lifetimes, LoginState, Session
 from bff.sessions.store import (
     SESSION_EVENTS_CHANNEL,
     KeyValueStore,
+    handle_of_member,
     login_key,
     logout_token_key,
     provider_session_index_key,
+    public_handle,
     record_version,
     session_handle,
     session_key,
@@ -54,6 +62,31 @@ TOMBSTONE = b"\x00ended"  # never a valid ciphertext (those start with a key id)
 TOMBSTONE_TTL = 150.0  # seconds; more than twice the longest a process may cache a session (60 s)
 _LOGOUT_TOKEN_MEMORY = 900  # seconds a back-channel logout token's jti is remembered
 log = logging.getLogger("bff.sessions")
+
+# Why a session ended (the audit trail's ``sign_out`` reasons, README "Audit trail").
+SignOutReason = Literal[
+    "user",  # its user: logout, or ending it from another device
+    "admin",  # an administrator's force sign-out
+    "idle",  # BFF_SESSION_IDLE_TIMEOUT passed without a request
+    "absolute",  # its absolute end (BFF_SESSION_MAX_LIFETIME, or the refresh token's end)
+    "back_channel",  # the provider's back-channel logout
+    "refresh_refused",  # the provider refused to refresh its tokens
+    "replaced",  # a new sign-in in the same browser
+    "access_token_expired",  # no refresh token, and the access token expired
+    "upstream_rejected",  # Kryptos refused its freshly refreshed token
+    "handoff_refused",  # a native app's hand-off code exchange failed (bff.routes.mobile)
+    "unreadable",  # its record cannot be decrypted (a retired key, tampering)
+    "connect_revoked",  # a Connect-only session whose grant is gone (bff.services.connect)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One live session of a user, as :meth:`SessionManager.sessions_of` found it in the user's index."""
+
+    handle: str  # the session's handle (its key name's digest): stays on the server
+    public: str  # what the user and the audit trail are shown (store.public_handle)
+    entry: IndexEntry
 
 
 class SessionManager:
@@ -92,27 +125,28 @@ class SessionManager:
 
         ``cached=False`` always reads the store (the refresh path, under its lock, must see the latest).
         """
-        key = session_key(session_id)
+        handle = session_handle(session_id)
+        key = session_key_for_handle(handle)
         session = self.cache.get(key) if cached and self.cache is not None else None
         if session is None:
-            session = await self._read(key)
+            session = await self._read(handle)
             if session is None:
                 return None
         now = self.clock()
         if self.remaining(session, now) <= 0:
-            await self._end(key, session.version)
-            metrics.sessions_ended.labels(reason="expired").inc()
+            await self._expired(key, handle, session, now)
             return None
         if now - session.last_seen_at >= self._slide_after:
             slid = await self.save(session_id, session.with_changes(last_seen_at=now))
             if slid is None:
                 # The record changed (or ended) since this copy was read: what the store holds now wins.
-                fresh = await self._read(key)
+                fresh = await self._read(handle)
                 return fresh if fresh is not None and self.remaining(fresh, now) > 0 else None
             session = slid
         return session
 
-    async def _read(self, key: str) -> Session | None:
+    async def _read(self, handle: str) -> Session | None:
+        key = session_key_for_handle(handle)
         epoch = self.cache.epoch if self.cache is not None else 0
         blob = await self._store.get(key)
         if blob is None or blob == TOMBSTONE:
@@ -120,8 +154,9 @@ class SessionManager:
         session = self._decode(key, blob)
         if session is None:
             # Unreadable (a removed key, tampering): of no further use to anyone.
-            await self._end(key, record_version(blob))
-            metrics.sessions_ended.labels(reason="unreadable").inc()
+            if await self._end(key, record_version(blob)):
+                metrics.sessions_ended.labels(reason="unreadable").inc()
+                audit.record("sign_out", target={"session": public_handle(handle)}, reason="unreadable")
             return None
         if self.cache is not None:
             self.cache.put(key, session, epoch=epoch)
@@ -134,10 +169,11 @@ class SessionManager:
         version; None when it does not (changed or ended meanwhile: nothing was written). A new session
         (no version) is created only where nothing is stored.
         """
-        ttl = self.remaining(session)
+        now = self.clock()
+        ttl = self.remaining(session, now)
         key = session_key(session_id)
         if ttl <= 0:
-            await self._end(key, session.version)
+            await self._expired(key, session_handle(session_id), session, now)
             return None
         blob = self._encode(key, session)
         if session.version:
@@ -148,39 +184,83 @@ class SessionManager:
             return None
         saved = session.with_changes(version=record_version(blob))
         await self._changed(key, saved)
-        # Indexes for back-channel logout (by `sub`, by the provider's `sid`), holding handles (digests). The
-        # index lives as long as the longest session in it; members of ended sessions point at nothing.
+        # The indexes (the user's sessions by `sub`, back-channel logout by the provider's `sid`) hold handles
+        # (digests). An index lives as long as the longest session in it; an ending session leaves it (_forget).
         handle = session_handle(session_id)
-        if session.sub:  # a Connect-only session has no subject to be logged out by
-            await self._store.index_add(subject_index_key(session.sub), handle, ttl=self.lifetimes.max_lifetime)
+        if session.sub:  # a Connect-only session has no subject to be listed or logged out by
+            await self._store.index_add(
+                subject_index_key(session.sub),
+                handle,
+                ttl=self.lifetimes.max_lifetime,
+                value=saved.index_entry().to_bytes(),
+            )
         if session.oidc_sid:
             await self._store.index_add(
                 provider_session_index_key(session.oidc_sid), handle, ttl=self.lifetimes.max_lifetime
             )
         return saved
 
-    async def delete(self, session_id: str) -> None:
-        """End the session: a tombstone takes its place, and every process drops its copy."""
-        await self._end(session_key(session_id), None)
+    async def end(self, session_id: str, *, reason: SignOutReason, actor: str | None = None) -> Session | None:
+        """End the session everywhere and return what it held (its tokens are the caller's to revoke), or None
+        when nothing live was stored. ``actor``: the ``sub`` of who ended it, when someone did."""
+        return await self.end_handle(session_handle(session_id), reason=reason, actor=actor)
 
-    async def end(self, session_id: str) -> Session | None:
-        """End the session and return what it held (its tokens are the caller's to revoke), or None."""
-        key = session_key(session_id)
+    async def end_handle(
+        self,
+        handle: str,
+        *,
+        reason: SignOutReason,
+        actor: str | None = None,
+        sub: str | None = None,
+        provider_sid: str | None = None,
+    ) -> Session | None:
+        """End the session of ``handle``: a tombstone takes its place (every process drops its copy), it leaves
+        its indexes, and the audit trail says why. With ``sub`` (or ``provider_sid``) only a session of that
+        subject (provider session) is ended: an index member never ends someone else's session."""
+        key = session_key_for_handle(handle)
         blob = await self._store.get(key)
         session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
-        if blob is not None and blob != TOMBSTONE:
-            await self._end(key, None)
+        if session is None:
+            return None
+        if (sub and session.sub != sub) or (provider_sid and session.oidc_sid != provider_sid):
+            return None  # a hash collision or a stale member
+        await self._end(key, None)
+        await self._ended(handle, session, reason, actor)
         return session
 
-    async def _end(self, key: str, version: str | None) -> None:
+    async def _expired(self, key: str, handle: str, session: Session, now: float) -> None:
+        """A session judged over on read (or on a late write): only the very record judged ends."""
+        if await self._end(key, session.version):
+            metrics.sessions_ended.labels(reason="expired").inc()
+            await self._ended(handle, session, "absolute" if now >= session.expires_at else "idle", None)
+
+    async def _ended(self, handle: str, session: Session, reason: SignOutReason, actor: str | None) -> None:
+        await self._forget(handle, session.sub, session.oidc_sid)
+        audit.record(
+            "sign_out",
+            actor=actor,
+            target={"sub": session.sub or None, "session": public_handle(handle)},
+            reason=reason,
+            kind=session.kind,
+        )
+
+    async def _forget(self, member: str, sub: str, oidc_sid: str | None) -> None:
+        if sub:
+            await self._store.index_remove(subject_index_key(sub), member)
+        if oidc_sid:
+            await self._store.index_remove(provider_session_index_key(oidc_sid), member)
+
+    async def _end(self, key: str, version: str | None) -> bool:
+        """Leave a tombstone (only over the record of ``version``, when given); True when one was left."""
         if version:
             # Only the record that was judged expired or unreadable: a newer one (a refresh that landed
             # meanwhile) is left alone.
             if not await self._store.replace_if_unchanged(key, version, TOMBSTONE, ttl=TOMBSTONE_TTL):
-                return
+                return False
         else:
             await self._store.set(key, TOMBSTONE, ttl=TOMBSTONE_TTL)
         await self._changed(key, None)
+        return True
 
     async def _changed(self, key: str, session: Session | None) -> None:
         if self.cache is not None:
@@ -213,28 +293,73 @@ class SessionManager:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    async def sessions_of(self, sub: str) -> list[Listed]:
+        """The live sessions of ``sub``, read from its index alone: one read, however many sessions everyone
+        else has. Entries of sessions that ended unseen (the store's TTL: idle or absolute end) are removed
+        here, and their ending recorded."""
+        index = subject_index_key(sub)
+        now = self.clock()
+        live: list[Listed] = []
+        for member, value in (await self._store.index_entries(index)).items():
+            handle = handle_of_member(member)
+            entry = IndexEntry.from_bytes(value)
+            if entry is None:  # written before entries described sessions: that session is read, once
+                entry = await self._describe(index, member, handle, sub)
+                if entry is None:
+                    continue
+            if entry.ends_at(self.lifetimes) <= now:
+                await self._store.index_remove(index, member)
+                audit.record(
+                    "sign_out",
+                    target={"sub": sub, "session": public_handle(handle)},
+                    reason="absolute" if now >= entry.expires_at else "idle",
+                    kind=entry.kind,
+                )
+                continue
+            live.append(Listed(handle, public_handle(handle), entry))
+        return live
+
+    async def _describe(self, index: str, member: str, handle: str, sub: str) -> IndexEntry | None:
+        key = session_key_for_handle(handle)
+        blob = await self._store.get(key)
+        session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
+        if session is None or session.sub != sub:
+            await self._store.index_remove(index, member)
+            return None
+        entry = session.index_entry()
+        await self._store.index_add(index, member, ttl=self.lifetimes.max_lifetime, value=entry.to_bytes())
+        return entry
+
+    async def end_all(
+        self, sub: str, *, reason: SignOutReason, actor: str | None = None, keep: str | None = None
+    ) -> list[Session]:
+        """End every session of ``sub`` but the one of handle ``keep``; what they held (tokens to revoke)."""
+        ended: list[Session] = []
+        for member in await self._store.index_members(subject_index_key(sub)):
+            handle = handle_of_member(member)
+            if handle == keep:
+                continue
+            session = await self.end_handle(handle, reason=reason, actor=actor, sub=sub)
+            if session is not None:
+                ended.append(session)
+        return ended
+
     async def delete_for_subject(self, sub: str, *, provider_sid: str | None = None) -> int:
         """End every session of ``sub`` or, with ``provider_sid``, only those of that provider session.
 
         Back-channel logout (OIDC Back-Channel Logout 1.0 §2.6): with a ``sid`` only that session ends.
         Returns how many sessions were ended.
         """
-        index = provider_session_index_key(provider_sid) if provider_sid else subject_index_key(sub)
-        ended = 0
-        for member in await self._store.index_members(index):
-            # Members are handles; indexes written before handles held raw ids (43 characters).
-            key = session_key_for_handle(member) if len(member) == 40 else session_key(member)
-            blob = await self._store.get(key)
-            session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
-            if session is None:
-                continue
-            if (sub and session.sub != sub) or (provider_sid and session.oidc_sid != provider_sid):
-                continue  # a hash-collision or a stale member: never end someone else's session
-            await self._end(key, None)
-            ended += 1
         if not provider_sid:
-            await self._store.delete(index)
-        return ended
+            ended = len(await self.end_all(sub, reason="back_channel"))
+            await self._store.delete(subject_index_key(sub))
+            return ended
+        count = 0
+        for member in await self._store.index_members(provider_session_index_key(provider_sid)):
+            handle = handle_of_member(member)
+            if await self.end_handle(handle, reason="back_channel", sub=sub or None, provider_sid=provider_sid):
+                count += 1
+        return count
 
     async def logout_token_seen(self, jti: str) -> bool:
         return await self._store.get(logout_token_key(jti)) is not None

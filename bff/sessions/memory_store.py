@@ -17,7 +17,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._data: dict[str, tuple[bytes, float]] = {}
-        self._sets: dict[str, tuple[set[str], float]] = {}
+        self._sets: dict[str, tuple[dict[str, bytes], float]] = {}  # index key → ({member: value}, expires at)
         self._buckets: dict[str, float] = {}  # rate-limit key → the bucket's theoretical arrival time (GCRA)
         self._windows: dict[str, tuple[dict[str, float], float]] = {}  # key → ({member: added at}, expires at)
         self._hashes: dict[str, dict[str, bytes]] = {}
@@ -86,20 +86,23 @@ class MemoryStore:
         del self._data[key]
         return True
 
-    async def index_add(self, key: str, member: str, *, ttl: float) -> None:
-        members, expires = self._sets.get(key, (set(), 0.0))
+    async def index_add(self, key: str, member: str, *, ttl: float, value: bytes = b"1") -> None:
+        members, expires = self._sets.get(key, ({}, 0.0))
         if expires <= self._clock():
-            members = set()
-        members.add(member)
+            members = {}
+        members[member] = value
         self._sets[key] = (members, max(expires, self._clock() + ttl))
 
     async def index_members(self, key: str) -> list[str]:
-        members, expires = self._sets.get(key, (set(), 0.0))
-        return sorted(members) if expires > self._clock() else []
+        return sorted(await self.index_entries(key))
+
+    async def index_entries(self, key: str) -> dict[str, bytes]:
+        members, expires = self._sets.get(key, ({}, 0.0))
+        return dict(members) if expires > self._clock() else {}
 
     async def index_remove(self, key: str, member: str) -> None:
-        members, _ = self._sets.get(key, (set(), 0.0))
-        members.discard(member)
+        members, _ = self._sets.get(key, ({}, 0.0))
+        members.pop(member, None)
 
     async def hash_set(self, key: str, field: str, value: bytes) -> None:
         self._hashes.setdefault(key, {})[field] = value

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from bff.config import Settings
@@ -62,6 +62,9 @@ class Lifetimes:
         return end if refresh_expires_at is None else min(end, refresh_expires_at)
 
 
+Kind = Literal["browser", "mobile"]
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     sub: str
@@ -80,6 +83,8 @@ class Session:
     access_refresh_at: float | None = None
     # The Kryptos Connect grant this session uses for data calls (its handle, bff.sessions.connect), if any.
     connect: str | None = None
+    kind: Kind = "browser"  # a browser's cookie, or a native app's session token (bff.routes.mobile)
+    device: str = "- -"  # what the sign-in's User-Agent said, as codes (bff.sessions.device)
     # The stored record this copy was read from (SHA-1 of its bytes; not serialised). An update is written
     # only while the store still holds exactly that record; "" for a session not stored yet.
     version: str = field(default="", compare=False, repr=False)
@@ -95,6 +100,8 @@ class Session:
         scope: str,
         issued_at: float,
         lifetimes: Lifetimes,
+        kind: Kind = "browser",
+        device: str = "- -",
     ) -> Session:
         """A new session for tokens requested at ``issued_at``."""
         expires_at = issued_at + tokens.expires_in
@@ -117,6 +124,8 @@ class Session:
             expires_at=lifetimes.absolute_end(issued_at, refresh_expires if tokens.refresh_token else expires_at),
             logout_csrf=secrets.token_urlsafe(16),
             oidc_sid=oidc_sid,
+            kind=kind,
+            device=device,
         )
 
     @classmethod
@@ -168,6 +177,10 @@ class Session:
         """Seconds until the session ends by idleness or by its absolute end, whichever is first."""
         return min(self.last_seen_at + lifetimes.idle_timeout, self.expires_at) - now
 
+    def index_entry(self) -> IndexEntry:
+        """What the user's index says of this session (:class:`IndexEntry`)."""
+        return IndexEntry(self.kind, self.device, int(self.created_at), int(self.last_seen_at), int(self.expires_at))
+
     def with_changes(self, **changes: Any) -> Session:
         return replace(self, **changes)
 
@@ -189,6 +202,10 @@ class Session:
         }
         if self.connect is not None:  # only when there is one: bytes per session count
             record["cg"] = self.connect
+        if self.kind == "mobile":  # likewise: a browser's is the default
+            record["k"] = "m"
+        if self.device != "- -":
+            record["dv"] = self.device
         return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
@@ -210,9 +227,41 @@ class Session:
                 oidc_sid=d.get("sid"),
                 access_refresh_at=None if d.get("ar") is None else float(d["ar"]),
                 connect=d.get("cg"),
+                kind="mobile" if d.get("k") == "m" else "browser",
+                device=str(d.get("dv", "- -")),
             )
         except (ValueError, KeyError, TypeError):
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A session as its user's index describes it, so the user's sessions can be listed (and judged live or
+    ended) from that one hash, without reading any session: kind, device codes, created, last seen, absolute
+    end. Rewritten with every write of the session (which is when ``last_seen_at`` moves), and a few dozen
+    bytes, so the index stays a compact hash in Redis."""
+
+    kind: Kind
+    device: str
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+
+    def to_bytes(self) -> bytes:
+        kind = "m" if self.kind == "mobile" else "b"
+        return f"{kind} {self.device} {self.created_at} {self.last_seen_at} {self.expires_at}".encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IndexEntry | None:
+        """None for anything else, such as the ``1`` of an entry written before entries described sessions."""
+        try:
+            kind, browser, system, created, seen, end = data.decode().split(" ")
+            return cls("mobile" if kind == "m" else "browser", f"{browser} {system}", int(created), int(seen), int(end))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def ends_at(self, lifetimes: Lifetimes) -> float:
+        return min(self.last_seen_at + lifetimes.idle_timeout, self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,11 +58,12 @@ _EXPIRE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# An index is a small hash (members as fields): hashes stay listpack-encoded when small on every Redis
-# version, a few times smaller than a set of one member. Then lengthen (never shorten) its TTL; a script
+# An index is a small hash (members as fields, each with a short value): hashes stay listpack-encoded while
+# small (by default up to 128 fields of at most 64 bytes) on every Redis version, a few times smaller than a
+# set of one member. Then lengthen (never shorten) its TTL; a script
 # rather than PEXPIRE GT, which needs Redis 7.
 _INDEX_ADD = """
-redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
@@ -245,9 +246,12 @@ class RedisStore:
         async with self._guarded("EVALSHA", "delete_if_equal"):
             return bool(await self._delete_if_equal(keys=[key], args=[value]))
 
-    async def index_add(self, key: str, member: str, *, ttl: float) -> None:
+    async def index_add(self, key: str, member: str, *, ttl: float, value: bytes = b"1") -> None:
         async with self._guarded("EVALSHA", "index_add"):
-            await self._index_add(keys=[key], args=[member, _ms(ttl)])
+            await self._index_add(keys=[key], args=[member, _ms(ttl), value])
+
+    async def index_entries(self, key: str) -> dict[str, bytes]:
+        return await self.hash_get_all(key)
 
     async def index_members(self, key: str) -> list[str]:
         async with self._guarded("HKEYS"):

@@ -41,10 +41,14 @@ class KeyValueStore(Protocol):
     async def delete_if_equal(self, key: str, value: bytes) -> bool:
         """Delete only while the key still holds ``value`` (a lock released by its owner, never another's)."""
 
-    async def index_add(self, key: str, member: str, *, ttl: float) -> None:
-        """Add ``member`` to the set at ``key`` and keep the set for at least ``ttl`` seconds."""
+    async def index_add(self, key: str, member: str, *, ttl: float, value: bytes = b"1") -> None:
+        """Add ``member`` to the index at ``key`` (or replace its ``value``, a few bytes describing it) and keep
+        the index for at least ``ttl`` seconds."""
 
     async def index_members(self, key: str) -> list[str]: ...
+
+    async def index_entries(self, key: str) -> dict[str, bytes]:
+        """Every member of the index at ``key`` with its value, in one read."""
 
     async def index_remove(self, key: str, member: str) -> None:
         """Take ``member`` out of the set at ``key``."""
@@ -106,6 +110,21 @@ def session_handle(session_id: str) -> str:
     """What Redis may know of a session id: its digest. Indexes hold handles, never ids (a reader of Redis
     who also knew a cookie-signing key could otherwise mint every user's cookie)."""
     return _digest(session_id)
+
+
+def public_handle(handle: str) -> str:
+    """What people and the audit trail are shown of a session (``GET /auth/sessions``): a digest of its
+    :func:`session_handle`, so not even the Redis key name leaves the server, let alone the id."""
+    return hashlib.sha256(b"bff public session handle " + handle.encode()).hexdigest()[:32]
+
+
+def public_handle_of(session_id: str) -> str:
+    return public_handle(session_handle(session_id))
+
+
+def handle_of_member(member: str) -> str:
+    """The session handle an index member names (members written before handles existed held raw ids)."""
+    return member if len(member) == 40 else session_handle(member)
 
 
 def session_key_for_handle(handle: str) -> str:

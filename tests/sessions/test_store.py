@@ -193,8 +193,13 @@ async def test_index_add_and_members(store: KeyValueStore) -> None:
     await store.index_add(key, "s2", ttl=60)
     await store.index_add(key, "s1", ttl=60)
     assert await store.index_members(key) == ["s1", "s2"]
+    await store.index_add(key, "s2", ttl=60, value=b"b ff li 1 2 3")  # a member's value is replaced in place
+    assert await store.index_entries(key) == {"s1": b"1", "s2": b"b ff li 1 2 3"}
+    await store.index_remove(key, "s1")
+    assert await store.index_entries(key) == {"s2": b"b ff li 1 2 3"}
     await store.delete(key)
     assert await store.index_members(key) == []
+    assert await store.index_entries(key) == {}
 
 
 async def test_delete_for_subject_and_provider_session(store: KeyValueStore) -> None:
