@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from bff.config import Settings
 from bff.errors import BffError, MethodNotAllowed, NotFound, error_response
 from bff.proxy.forwarder import proxy_routes
-from bff.routes import auth, backchannel, connect, health, mobile, verify
+from bff.routes import auth, backchannel, connect, health, mobile, sessions, verify
 from bff.services.container import open_services
 from bff.sessions.store import KeyValueStore
 from bff.web.edge import EdgeMiddleware
@@ -41,6 +41,9 @@ def routes() -> list[BaseRoute]:
         Route("/auth/session", auth.session_info, methods=["GET"]),
         Route("/auth/logout", auth.logout_post, methods=["POST"]),
         Route("/auth/logout", auth.logout_get, methods=["GET"]),
+        Route("/auth/sessions", sessions.list_own, methods=["GET"]),
+        Route("/auth/sessions/end-others", sessions.end_others, methods=["POST"]),
+        Route("/auth/sessions/{handle}", sessions.end_own, methods=["DELETE"]),
         Route("/auth/mobile/token", mobile.token, methods=["POST"]),
         Route("/auth/backchannel-logout", backchannel.backchannel_logout, methods=["POST"]),
         Route(verify.PREFIX, verify.verify, methods=verify.METHODS),  # the ingress's external authorization
@@ -50,6 +53,9 @@ def routes() -> list[BaseRoute]:
         Route("/connect/status", connect.status, methods=["GET"]),
         Route("/connect/disconnect", connect.disconnect, methods=["POST"]),
         Route("/api/developer/grants/{grantId}/revoke", connect.revoke_grant, methods=["POST"]),
+        Route("/api/admin/users/{sub}/sessions", sessions.admin_list, methods=["GET"]),
+        Route("/api/admin/users/{sub}/sessions", sessions.admin_end_all, methods=["DELETE"]),
+        Route("/api/admin/users/{sub}/sessions/{handle}", sessions.admin_end_one, methods=["DELETE"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
     ]

@@ -20,7 +20,7 @@ before routing (the edge middleware, the HTTP protocol) render the same classes 
     │   │                             what the proxy answers 400 (invalid_parameter, invalid_path)
     │   ├── CsrfRequired              csrf_required
     │   └── OriginNotAllowed          origin_not_allowed
-    ├── NotFound (404)                not_found
+    ├── NotFound (404)                not_found, session_not_found
     ├── MethodNotAllowed (405)        method_not_allowed
     ├── RequestTimeout (408)          request_timeout
     ├── RateLimited (429)             rate_limited

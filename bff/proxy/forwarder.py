@@ -12,6 +12,9 @@ token refreshes once and retries once.
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -20,8 +23,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from bff import metrics
-from bff.errors import BadRequest, MethodNotAllowed, session_expired
+from bff import audit, metrics
+from bff.errors import BadRequest, BffError, MethodNotAllowed, session_expired
 from bff.proxy.routes import ROUTES, ForwardRoute
 from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, validate_query
 from bff.services.container import Services
@@ -61,6 +64,8 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
 
     session = current.session
     send = functools.partial(upstream.send, route.upstream, route.method, target, headers, body)
+    if route.grant_facts == "learn":  # an administrator changes a transaction limit
+        return await _change_limit(svc, state, path_params["grantId"], body, session.sub, send)
     if route.credentials == "user_token" and session.connect:
         # A Kryptos Connect grant (bff.services.connect): a 15-year token, never refreshed.
         handle, grant = await svc.connect.credential(current.id, session)
@@ -83,29 +88,52 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
         answer = await send()
         if answer.status == 401:
             answer.release()
-            await svc.sessions.delete(current.id)
+            await svc.sessions.end(current.id, reason="upstream_rejected")
             metrics.sessions_ended.labels(reason="upstream_401").inc()
             raise session_expired()
     state["upstream_status"] = answer.status
-    if route.grant_facts is not None:
-        return await _with_grant_facts(svc, route, path_params, answer)
+    if route.grant_facts == "annotate":
+        headers, raw = await _read_whole(answer)
+        if answer.status == 200:
+            raw = await svc.grant_facts.annotate_grants(raw)
+        return Response(raw, status_code=answer.status, headers=headers)
     return await _to_response(answer)
 
 
-async def _with_grant_facts(
-    svc: Services, route: ForwardRoute, path_params: dict[str, str], answer: Answer
+async def _change_limit(
+    svc: Services,
+    state: dict[str, Any],
+    grant_id: str,
+    body: bytes | None,
+    admin: str,
+    send: Callable[[], Awaitable[Answer]],
 ) -> Response:
-    """The administrator's grant routes: learn each grant's kind and limit from the transaction-limit answers,
-    and show what was learned in the grant list (Kryptos's list carries neither)."""
+    """``PATCH …/transaction-limit``: forwarded, the grant's kind and limit learned from the answer (the grant
+    list shows them, Kryptos's does not), and the change on the audit trail with the upstream's answer."""
+    changed = functools.partial(
+        audit.record,
+        "transaction_limit_changed",
+        actor=admin,
+        target={"grant": grant_id},
+        values=json.loads(body) if body else {},  # validated and rebuilt by validate_body: the fields only
+    )
+    try:
+        answer = await send()
+    except BffError as exc:  # Kryptos unreachable or too slow: nothing changed that bff knows of
+        changed(outcome="failure", upstream={"status": None, "code": exc.code})
+        raise
+    state["upstream_status"] = answer.status
+    headers, raw = await _read_whole(answer)
+    said = await svc.grant_facts.learn_limit(grant_id, answer.status, raw)
+    changed(outcome="success" if 200 <= answer.status < 300 else "failure", upstream=said)
+    return Response(raw, status_code=answer.status, headers=headers)
+
+
+async def _read_whole(answer: Answer) -> tuple[dict[str, str], bytes]:
+    """An answer bff reads (asked for unencoded, ``accept-encoding`` dropped), for the administrator's routes."""
     headers = _response_headers(answer)
     headers.pop("content-encoding", None)
-    status = answer.status
-    raw = await Upstream.read(answer)
-    if route.grant_facts == "learn":
-        await svc.grant_facts.learn_limit(path_params["grantId"], status, raw)
-    elif status == 200:
-        raw = await svc.grant_facts.annotate_grants(raw)
-    return Response(raw, status_code=status, headers=headers)
+    return headers, await Upstream.read(answer)
 
 
 def proxy_routes(routes: tuple[ForwardRoute, ...] = ROUTES) -> list[Route]:

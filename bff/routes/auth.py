@@ -15,9 +15,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from bff import audit
 from bff.errors import BadRequest, BffError, NotAuthenticated
 from bff.routes import mobile
+from bff.services.container import Services
 from bff.sessions.cookie import new_session_id
+from bff.sessions.device import device_code
 from bff.sessions.handoff import MobileLogin
 from bff.sessions.manager import LOGIN_STATE_TTL
 from bff.web.request import (
@@ -84,20 +87,32 @@ async def login(request: Request) -> Response:
 
 async def callback(request: Request) -> Response:
     svc = services(request)
-    s = svc.settings
     await svc.limits.check(client_address(request), "callback")  # first: a refused callback consumes nothing
+    try:
+        return await _finish_sign_in(request, svc)
+    except BffError as exc:  # the success is recorded where the session is made (LoginService)
+        audit.record("sign_in", outcome="failure", code=exc.code)
+        raise
+
+
+async def _finish_sign_in(request: Request, svc: Services) -> Response:
+    s = svc.settings
     login_state = await svc.login.take_state(request.query_params.get("state") or "")
     svc.login.check_binding(login_state, svc.binding_codec.unsign(request.cookies.get(svc.settings.login_cookie_name)))
     app = MobileLogin.from_extra(login_state.extra)
     try:
-        finished = await svc.login.finish(login_state, request.query_params)
+        finished = await svc.login.finish(
+            login_state, request.query_params, device=device_code(request.headers.get("user-agent"))
+        )
     except BffError as exc:
         if app is None:
             raise
+        audit.record("sign_in", outcome="failure", code=exc.code, kind="mobile")
         # The redirect URI is known-good by now (it was checked at the start): the app hears why.
         return mobile.error_redirect(app, exc.code)
     if finished.session_id is None:  # the provider said no (error=...)
         error = finished.provider_error or "login_failed"
+        audit.record("sign_in", outcome="failure", code=error, kind="mobile" if app else "browser")
         if app is not None:
             return mobile.error_redirect(app, error)
         return RedirectResponse(f"/?login_error={error}", status_code=302, headers=_NO_STORE)

@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bff import metrics
-from bff.errors import InvalidLogoutToken
+from bff import audit, metrics
+from bff.errors import BffError, InvalidLogoutToken
+from bff.services.container import Services
 from bff.web.request import BodyTooLarge, client_address, media_type, read_limited, services
 
 log = logging.getLogger("bff.backchannel")
@@ -28,6 +29,14 @@ async def backchannel_logout(request: Request) -> Response:
     svc = services(request)
     # First: before the form is read or a key fetched.
     await svc.limits.check(client_address(request), "backchannel_logout")
+    try:
+        return await _logout(request, svc)
+    except BffError as exc:
+        audit.record("backchannel_logout", outcome="failure", code=exc.code)
+        raise
+
+
+async def _logout(request: Request, svc: Services) -> Response:
     if media_type(request) != "application/x-www-form-urlencoded":
         raise InvalidLogoutToken("Send the logout_token as an application/x-www-form-urlencoded form.")
     # Bounded whether or not a Content-Length is declared (chunked); one that is not a number is the sender's
@@ -57,4 +66,5 @@ async def backchannel_logout(request: Request) -> Response:
     await svc.sessions.remember_logout_token(claims.jti)
     metrics.sessions_ended.labels(reason="backchannel_logout").inc(ended)
     log.info("back-channel logout", extra={"outcome": f"ended {ended}"})
+    audit.record("backchannel_logout", target={"sub": claims.sub}, ended=ended)
     return Response(status_code=200, headers={"Cache-Control": "no-store"})

@@ -163,7 +163,7 @@ async def token(request: Request) -> Response:
         or not constant_time_equals(_s256(verifier), handoff.code_challenge)
     ):
         # Whoever holds this code cannot prove they started the login: leave nothing usable behind.
-        await svc.sessions.delete(handoff.session_id)
+        await svc.sessions.end(handoff.session_id, reason="handoff_refused")
         log.warning("mobile code exchange refused; the session it would have opened is deleted")
         raise _invalid_grant()
     session = await svc.sessions.load(handoff.session_id)

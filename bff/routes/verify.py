@@ -35,6 +35,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bff import audit
 from bff.errors import BadRequest, Forbidden, NotFound
 from bff.proxy.routes import match
 from bff.proxy.validation import validate_path, validate_query
@@ -86,6 +87,17 @@ async def _verify(request: Request) -> Response:
         else:
             session = await svc.tokens.fresh(current.id, session)
             answer["Authorization"] = f"Bearer {session.access_token}"
+    if route.grant_facts == "learn":
+        # The ingress sends the change itself: bff sees neither its body nor Kryptos's answer, only that the
+        # administrator was allowed to make it.
+        audit.record(
+            "transaction_limit_changed",
+            outcome="authorized",
+            actor=session.sub,
+            target={"grant": params["grantId"]},
+            values=None,
+            upstream=None,
+        )
     return Response(status_code=200, headers=answer)
 
 

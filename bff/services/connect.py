@@ -347,4 +347,5 @@ class ConnectService:
         if session.signed_in_with_oidc:
             await self._sessions.save(session_id, session.with_changes(connect=None))
         else:
-            await self._sessions.delete(session_id)  # a Connect-only session has nothing left to serve
+            # A Connect-only session has nothing left to serve.
+            await self._sessions.end(session_id, reason="connect_revoked")

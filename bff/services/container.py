@@ -24,6 +24,7 @@ from bff.logs import flush_logs
 from bff.oidc.budget import ProviderBudget
 from bff.oidc.client import OidcClient
 from bff.services.connect import ConnectService
+from bff.services.devices import Devices
 from bff.services.grant_facts import GrantFacts
 from bff.services.login import LoginService
 from bff.services.ratelimit import RateLimits
@@ -59,6 +60,7 @@ class Services:
     limits: RateLimits  # per client address and per browser (bff.services.ratelimit)
     connect: ConnectService  # the Kryptos Connect widget flow and the grants it leaves (bff.services.connect)
     grant_facts: GrantFacts  # what the administrator's grant list learns (bff.services.grant_facts)
+    devices: Devices  # a user's sessions, listed and ended (bff.services.devices)
     connect_codec: SignedValueCodec  # the grant cookie
     client_headers: dict[str, str]  # X-Client-Id and X-Client-Secret, sent on every Kryptos API call
 
@@ -123,7 +125,7 @@ async def open_services(
         else None
     )
     sessions = SessionManager(store, keyring, lifetimes=Lifetimes.from_settings(settings), clock=clock, cache=cache)
-    limits = RateLimits(store, settings)
+    limits = RateLimits(store, settings, clock=clock)
     upstream = Upstream(settings)
     client_headers = {"X-Client-Id": settings.client_id, "X-Client-Secret": settings.client_secret.get_secret_value()}
     grant_facts = GrantFacts(store)
@@ -136,6 +138,7 @@ async def open_services(
         client_headers=client_headers,
         facts=grant_facts,
     )
+    login = LoginService(settings, sessions, oidc, limits)
     services = Services(
         settings=settings,
         sessions=sessions,
@@ -143,12 +146,13 @@ async def open_services(
         binding_codec=SignedValueCodec(signing, salt="bff.login-binding"),
         oidc=oidc,
         tokens=TokenService(sessions, oidc, lock_lease=settings.refresh_lock_lease, wait=settings.refresh_wait),
-        login=LoginService(settings, sessions, oidc, limits),
+        login=login,
         upstream=upstream,
         handoffs=HandoffStore(store, keyring, clock),
         limits=limits,
         connect=connect,
         grant_facts=grant_facts,
+        devices=Devices(sessions, login),
         connect_codec=SignedValueCodec(signing, salt="bff.connect-grant"),
         client_headers=client_headers,
     )

@@ -45,14 +45,16 @@ class GrantFacts:
                 entry["known"] = known
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    async def learn_limit(self, grant_id: str, status: int, raw: bytes) -> None:
-        """Remember what a transaction-limit answer said about the grant (kind, limit, limiter)."""
+    async def learn_limit(self, grant_id: str, status: int, raw: bytes) -> dict[str, Any]:
+        """Remember what a transaction-limit answer said about the grant (kind, limit, limiter), and return
+        what it said in a few words (its status, its error ``code``, the limit it reports) for the audit trail."""
+        said: dict[str, Any] = {"status": status, "code": None}
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            return
+            return said
         if not isinstance(doc, dict):
-            return
+            return said
         code = str(doc.get("code"))
         facts: dict[str, Any] | None = None
         if status == 200 and doc.get("success") is True:
@@ -64,13 +66,17 @@ class GrantFacts:
                 "transaction_limit": limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
                 "enable_limiter": limiter if isinstance(limiter, bool) else None,
             }
-        elif code == "NOT_ANON_USER":
+            said.update(transaction_limit=facts["transaction_limit"], enable_limiter=facts["enable_limiter"])
+        elif doc.get("code") is not None:
+            said["code"] = code[:64]
+        if code == "NOT_ANON_USER":
             facts = {"kind": "linked", "transaction_limit": None, "enable_limiter": None}
         elif code == "GRANT_NOT_FOUND":
             await self._store.hash_delete(GRANT_FACTS_KEY, grant_id)
-            return
+            return said
         if facts is not None:
             await self._store.hash_set(GRANT_FACTS_KEY, grant_id, json.dumps(facts, separators=(",", ":")).encode())
+        return said
 
     async def forget(self, grant_id: str) -> None:
         await self._store.hash_delete(GRANT_FACTS_KEY, grant_id)

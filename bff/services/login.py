@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bff import metrics
+from bff import audit, metrics
 from bff.config import Settings
 from bff.errors import BadRequest, BffError, SessionStoreUnavailable, TokenRejected
 from bff.oidc.client import OidcClient
@@ -33,7 +33,10 @@ from bff.oidc.models import TokenSet
 from bff.services.ratelimit import RateLimits
 from bff.sessions import LoginState, Session, SessionManager
 from bff.sessions.cookie import new_session_id
+from bff.sessions.device import device_label
 from bff.sessions.handoff import MobileLogin
+from bff.sessions.model import Kind
+from bff.sessions.store import public_handle_of
 
 log = logging.getLogger("bff.auth")
 
@@ -107,8 +110,10 @@ class LoginService:
         if binding_id is None or not hmac.compare_digest(binding_hash(binding_id), login_state.binding_hash):
             raise BadRequest("This sign-in was started in another browser.", code="login_binding_mismatch")
 
-    async def finish(self, login_state: LoginState, params: Mapping[str, str]) -> Finished:
-        """Check the authorization response, redeem the code, validate the ID token and store a session."""
+    async def finish(self, login_state: LoginState, params: Mapping[str, str], *, device: str = "- -") -> Finished:
+        """Check the authorization response, redeem the code, validate the ID token and store a session.
+
+        ``device``: what the browser finishing the sign-in said it is (:func:`bff.sessions.device.device_code`)."""
         meta = await self._oidc.metadata()
         # RFC 9207: the issuer that answered must be the one we asked (mix-up defence).
         iss = params.get("iss")
@@ -137,9 +142,12 @@ class LoginService:
             # The tokens are not to be trusted or kept: revoke what was issued, best effort.
             await self.revoke(tokens.refresh_token, tokens.access_token)
             raise
-        return Finished(session_id=await self._create_session(tokens, claims, issued_at))
+        kind: Kind = "mobile" if MobileLogin.from_extra(login_state.extra) is not None else "browser"
+        return Finished(session_id=await self._create_session(tokens, claims, issued_at, kind, device))
 
-    async def _create_session(self, tokens: TokenSet, claims: dict[str, Any], issued_at: float) -> str:
+    async def _create_session(
+        self, tokens: TokenSet, claims: dict[str, Any], issued_at: float, kind: Kind, device: str
+    ) -> str:
         display = {k: claims[k] for k in _DISPLAY_CLAIMS if k in claims}
         if not display.keys() & {"name", "email", "preferred_username"}:
             # Providers that keep profile claims out of the ID token (oidc-provider's default) serve them
@@ -157,23 +165,32 @@ class LoginService:
             scope=" ".join(self._settings.scopes),
             issued_at=issued_at,
             lifetimes=self._sessions.lifetimes,
+            kind=kind,
+            device=device,
         )
         session_id = new_session_id()
         if await self._sessions.save(session_id, session) is None:  # 256 random bits: never taken in practice
             raise SessionStoreUnavailable("The session could not be created; sign in again.")
         metrics.sessions_created.inc()
         log.info("session created", extra={"sub_hash": hashlib.sha256(session.sub.encode()).hexdigest()[:12]})
+        audit.record(
+            "sign_in",
+            actor=session.sub,
+            target={"sub": session.sub, "session": public_handle_of(session_id)},
+            kind=kind,
+            device=device_label(device),
+        )
         return session_id
 
     async def replace(self, previous_id: str) -> None:
         """A new sign-in in the same browser: the session it replaces ends first, then its tokens are revoked."""
-        replaced = await self._sessions.end(previous_id)
+        replaced = await self._sessions.end(previous_id, reason="replaced")
         if replaced is not None:
             await self.revoke(replaced.refresh_token, replaced.access_token)
 
     async def end(self, session_id: str, session: Session) -> str | None:
         """Sign out: end the session everywhere, revoke its tokens; the provider's end-session URL, if any."""
-        await self._sessions.delete(session_id)
+        await self._sessions.end(session_id, reason="user", actor=session.sub)
         log.info("session ended by logout")
         if not session.signed_in_with_oidc:
             return None  # a Connect-only session: nothing to revoke, nobody signed in at the provider

@@ -41,7 +41,7 @@ import functools
 import logging
 import math
 
-from bff import metrics
+from bff import audit, metrics
 from bff.errors import (
     BffError,
     IdpBusy,
@@ -56,7 +56,7 @@ from bff.oidc.models import TokenSet
 from bff.sessions import Session, SessionManager
 from bff.sessions.lock import RefreshLock
 from bff.sessions.model import REFRESH_MARGIN
-from bff.sessions.store import redis_budget
+from bff.sessions.store import public_handle_of, redis_budget
 
 log = logging.getLogger("bff.tokens")
 
@@ -89,7 +89,7 @@ class TokenService:
             # Nothing to refresh with (no offline_access): the token serves until it really expires.
             if self._sessions.clock() < session.access_expires_at:
                 return session
-            await self._sessions.delete(session_id)
+            await self._sessions.end(session_id, reason="access_token_expired")
             metrics.sessions_ended.labels(reason="access_token_expired").inc()
             raise session_expired()
         return await self.refresh(session_id, session)
@@ -194,7 +194,7 @@ class TokenService:
 
     async def _redeem(self, session_id: str, current: Session) -> Session:
         if current.refresh_token is None:
-            await self._sessions.delete(session_id)
+            await self._sessions.end(session_id, reason="access_token_expired")
             raise session_expired()
         issued = self._sessions.clock()
         try:
@@ -207,7 +207,13 @@ class TokenService:
                 raise IdpUnavailable("The identity provider could not refresh the session; try again.") from exc
             metrics.sessions_ended.labels(reason="refresh_rejected").inc()
             log.info("refresh refused; session ended", extra={"error": exc.error, "outcome": "rejected"})
-            await self._sessions.delete(session_id)
+            audit.record(
+                "refresh_refused",
+                outcome="failure",
+                target={"sub": current.sub, "session": public_handle_of(session_id)},
+                code=exc.error,
+            )
+            await self._sessions.end(session_id, reason="refresh_refused")
             raise session_expired() from exc
         except (IdpUnavailable, IdpBusy):  # unreachable, or the provider's quota spent: the session is kept
             metrics.refreshes.labels(outcome="failed").inc()

@@ -1,7 +1,7 @@
 """CSRF defences, applied to every request by :mod:`bff.web.edge` (RFC 10017 §6.1.3.3).
 
-* Calls from the SPA (``/api/...``, ``/connect/...``, ``/auth/session``, ``POST /auth/logout``) must carry
-  ``X-CSRF: 1``.
+* Calls from the SPA (``/api/...``, ``/connect/...``, ``/auth/session``, ``/auth/sessions…``,
+  ``POST /auth/logout``) must carry ``X-CSRF: 1``.
   A custom header cannot be sent cross-origin without a CORS preflight, which this service never grants.
   It is checked on every such request, whatever the method (§6.1.3.3.2).
 * State-changing methods must not come from a foreign ``Origin`` (checked against ``BFF_ALLOWED_ORIGINS``).
@@ -33,7 +33,11 @@ _EXEMPT_PREFIX = "/auth/verify/"
 def _needs_csrf_header(method: str, path: str) -> bool:
     if path.startswith(("/api/", "/connect/")) or path == "/api":
         return True
-    return path == "/auth/session" or (path == "/auth/logout" and method != "GET")
+    return (
+        path in ("/auth/session", "/auth/sessions")
+        or path.startswith("/auth/sessions/")
+        or (path == "/auth/logout" and method != "GET")
+    )
 
 
 class CsrfPolicy:

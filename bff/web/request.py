@@ -103,9 +103,10 @@ async def require_session(request: Request) -> CurrentSession:
 
 
 def require_admin(svc: Services, session: Session) -> None:
-    """403 unless the session's subject is in ``BFF_ADMIN_SUBJECTS`` (the administrator-only routes)."""
+    """403 unless the session's subject is in ``BFF_ADMIN_SUBJECTS`` (the administrator-only routes: grants,
+    transaction limits, other users' sessions); with none configured, every one of them is off."""
     if not svc.settings.admin_subjects:
-        raise Forbidden("Grant administration is turned off on this server.", code="limit_management_disabled")
+        raise Forbidden("Administration is turned off on this server.", code="limit_management_disabled")
     if not session.sub or session.sub not in svc.settings.admin_subjects:
         raise Forbidden("Only administrators may do this.", code="forbidden")
 

@@ -140,7 +140,9 @@ def test_keys_are_hash_tagged_and_name_no_client() -> None:
 
 
 async def test_rate_limits_per_address_with_retry_after(store: KeyValueStore) -> None:
-    limits = RateLimits(store, _settings(public_url=f"http://127.0.0.1:{secrets.randbelow(60000) + 1}"))
+    limits = RateLimits(
+        store, _settings(public_url=f"http://127.0.0.1:{secrets.randbelow(60000) + 1}"), clock=time.time
+    )
     for _ in range(30):
         await limits.check("198.51.100.1", "login")
     with pytest.raises(RateLimited) as refused:
@@ -152,13 +154,13 @@ async def test_rate_limits_per_address_with_retry_after(store: KeyValueStore) ->
 
 
 async def test_a_zero_limit_is_off(store: KeyValueStore) -> None:
-    limits = RateLimits(store, _settings(rate_limit_login=0))
+    limits = RateLimits(store, _settings(rate_limit_login=0), clock=time.time)
     for _ in range(100):
         await limits.check("198.51.100.1", "login")
 
 
 async def test_pending_sign_ins_per_browser(store: KeyValueStore) -> None:
-    limits = RateLimits(store, _settings(pending_logins_per_browser=3))
+    limits = RateLimits(store, _settings(pending_logins_per_browser=3), clock=time.time)
     binding = secrets.token_hex(32)
     await limits.start_login(binding, "s0", new_binding=True)  # nothing written for a new binding ...
     await limits.start_login(binding, "s1", new_binding=False)
