@@ -34,7 +34,7 @@ from bff.web.request import (
 )
 
 _HANDLE = re.compile(r"[0-9a-f]{32}")
-_SUB = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # OpenID Connect Core §2: at most 255 ASCII characters; no controls
+_SUB = re.compile(r"[\x20-\x7e]{1,255}")  # OpenID Connect Core §2: at most 255 ASCII characters (printable here)
 _NO_STORE = {"Cache-Control": "no-store"}
 
 

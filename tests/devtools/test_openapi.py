@@ -5,7 +5,9 @@ document bff serves at ``/openapi.json``, and sends every operation schemathesis
 invalid, twice: unauthenticated, then signed in as the emulator's admin (cookie + ``X-CSRF: 1`` + a
 same-origin ``Origin``) so the cases reach the validation and forwarding code. Checks: no 5xx, and every
 4xx/5xx is bff's problem+json with a ``code``, except Kryptos's own error JSON that ``/api/...`` passes
-through by contract.
+through by contract. The session operations (``/auth/sessions``, ``/api/admin/users/{sub}/sessions``) are
+fuzzed signed in only, and their answers must also match the document (status, media type, headers, schema);
+a scripted walk through them checks the same of what fuzzing cannot reach (listed and ended sessions).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx2
 import hypothesis
@@ -32,7 +34,14 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    CheckFunction,
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.core.result import Err
 from schemathesis.errors import FailureGroup
 from starlette.routing import Route
@@ -40,8 +49,10 @@ from starlette.routing import Route
 from bff.app import create_app
 from bff.config import load_settings
 from bff.proxy.routes import GRANT_ID, ROUTES
-from bff.routes import verify
+from bff.routes import sessions, verify
 from bff.services.connect import _EXCHANGE_REFUSALS, _PUBLIC_TOKEN
+from bff.services.devices import LAST_ACTIVE_STEP
+from bff.sessions.model import Kind
 from bff_dev.demo import create_dev_app
 from bff_dev.openapi import build_document, render
 from tests.support.processes import child_env, wait_ready
@@ -55,6 +66,19 @@ MAX_EXAMPLES = 25  # per operation and generation mode (valid, then invalid case
 SEED = 20240917
 # Ending the signed-in session would turn every later case of the authenticated run into a 401.
 LOGOUT_OPERATIONS = frozenset({"POST /auth/logout", "GET /auth/logout"})
+# Issue 15: a user's sessions, and an administrator's force sign-out.
+SESSION_OPERATIONS = (
+    "GET /auth/sessions",
+    "DELETE /auth/sessions/{handle}",
+    "POST /auth/sessions/end-others",
+    "GET /api/admin/users/{sub}/sessions",
+    "DELETE /api/admin/users/{sub}/sessions",
+    "DELETE /api/admin/users/{sub}/sessions/{handle}",
+)
+# Unauthenticated, every session operation stops at the same 401 (or the edge's 403/400, which the signed-in
+# run reaches too): test_session_operations_answer_as_described calls each once without a session instead of
+# ~300 cases.
+ANONYMOUS_EXCLUDED = frozenset(SESSION_OPERATIONS)
 # `/auth/verify`, its original request named in headers or (Envoy's path_prefix) appended to the path.
 VERIFY_PATHS = (verify.PREFIX, verify.PREFIX + "/{original}")
 # schemathesis leaves the type parameters of its operations open.
@@ -114,6 +138,7 @@ def test_document_is_valid_openapi_3_1() -> None:
         "GET /connect/status",
         "POST /connect/disconnect",
         "POST /api/developer/grants/{grantId}/revoke",
+        *SESSION_OPERATIONS,
         "GET /healthz",
         "GET /readyz",
         *(f"{r.method} {r.path}" for r in ROUTES),
@@ -212,6 +237,62 @@ def test_connect_operations_describe_their_cookies_csrf_and_codes() -> None:
     known = document["components"]["schemas"]["GrantFacts"]
     assert known["properties"].keys() == {"kind", "transaction_limit", "enable_limiter"}
     assert known["properties"]["kind"]["enum"] == ["guest", "linked", None]
+
+
+def test_session_operations_describe_their_codes_cookies_and_entries() -> None:
+    document = build_document()
+    paths = document["paths"]
+    handler_codes = set(re.findall(r'code="([a-z_]+)"', Path(sessions.__file__).read_text()))
+    assert handler_codes == {"not_authenticated", "session_not_found"}
+    for label in SESSION_OPERATIONS:
+        method, path = label.split(" ")
+        operation = paths[path][method.lower()]
+        responses = operation["responses"]
+        admin = path.startswith("/api/admin/")
+        assert operation["tags"] == ["sessions"], label
+        assert operation["security"] == [{"sessionCookie": []}, {"sessionToken": []}], label
+        assert {"$ref": "#/components/parameters/XCsrf"} in operation["parameters"], label
+        ok = responses["200"]
+        assert ok["headers"]["Cache-Control"]["schema"]["const"] == "no-store", label
+        # The cookie is cleared when the caller's own session may be among those ended.
+        assert ("Set-Cookie" in ok["headers"]) == (method == "DELETE"), label
+        for code in ("not_authenticated", "session_expired"):
+            assert f"`{code}`" in responses["401"]["description"], (label, code)
+        forbidden = responses["403"]["description"]
+        assert "`csrf_required`" in forbidden
+        assert ("`origin_not_allowed`" in forbidden) == (method != "GET"), label
+        for code in ("forbidden", "limit_management_disabled"):
+            assert (f"`{code}`" in forbidden) == admin, (label, code)
+        assert ("404" in responses) == ("{handle}" in path), label
+        if "{handle}" in path:
+            assert "`session_not_found`" in responses["404"]["description"]
+        assert ("400" in responses) == (admin or "{handle}" in path), label
+        if "400" in responses:
+            assert "`invalid_path`" in responses["400"]["description"], label
+            assert ("`invalid_parameter`" in responses["400"]["description"]) == admin, label
+        assert "`session_store_unavailable`" in responses["503"]["description"], label
+        params = {p["name"]: p for p in operation["parameters"] if "name" in p}
+        if "{handle}" in path:
+            assert params["handle"]["schema"]["pattern"] == f"^{sessions._HANDLE.pattern}$"
+        if admin:
+            sub = params["sub"]["schema"]
+            longest, too_long = "s" * sub["maxLength"], "s" * (sub["maxLength"] + 1)
+            assert sub["minLength"] == 1
+            assert sessions._SUB.fullmatch(longest) and not sessions._SUB.fullmatch(too_long)
+            assert re.search(sub["pattern"], "user_admin_ada")
+            # Control characters and non-ASCII (the handler's 400), and what no canonical path carries (the edge's).
+            for unsendable in ("a\x7fb", "a\x1f", "a\xe9", "a/b", "a\\b", "a#b", ".", ".."):
+                assert not re.search(sub["pattern"], unsendable), unsendable
+    schemas = document["components"]["schemas"]
+    entry = schemas["SessionEntry"]
+    assert set(entry["required"]) == entry["properties"].keys()
+    assert entry["properties"].keys() == {"handle", "kind", "device", "created_at", "last_active_at", "current"}
+    assert entry["properties"]["handle"]["pattern"] == f"^{sessions._HANDLE.pattern}$"
+    assert entry["properties"]["kind"]["enum"] == list(get_args(Kind))
+    assert entry["properties"]["last_active_at"]["multipleOf"] == LAST_ACTIVE_STEP
+    own = paths["/auth/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert own == {"$ref": "#/components/schemas/SessionList"}
+    assert schemas["SessionList"]["properties"]["sessions"]["items"] == {"$ref": "#/components/schemas/SessionEntry"}
 
 
 def test_verify_operations_describe_the_ingress_contract() -> None:
@@ -335,6 +416,17 @@ def errors_are_problem_json(ctx: Any, response: schemathesis.Response, case: Cas
     return None
 
 
+BASE_CHECKS: list[CheckFunction] = [not_a_server_error, errors_are_problem_json]
+# The session operations' answers are also held to the document: status, media type, headers and body schema
+# (the older operations pass Kryptos's JSON through, which the document types only loosely).
+CONFORMANCE_CHECKS: list[CheckFunction] = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
 @dataclass
 class FuzzReport:
     name: str
@@ -391,9 +483,10 @@ def _fuzz(
         if operation.label in exclude:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            checks = [*BASE_CHECKS, *(CONFORMANCE_CHECKS if operation.label in SESSION_OPERATIONS else ())]
             run = settings(
                 hypothesis.given(case=operation.as_strategy(generation_mode=mode))(
-                    _case_runner(base_url, report, mode, headers=headers, cookies=cookies)
+                    _case_runner(base_url, report, mode, checks, headers=headers, cookies=cookies)
                 )
             )
             with contextlib.suppress(hypothesis.errors.Unsatisfiable):  # nothing to make invalid (no parameters)
@@ -404,6 +497,7 @@ def _case_runner(
     base_url: str,
     report: FuzzReport,
     mode: GenerationMode,
+    checks: list[CheckFunction],
     *,
     headers: dict[str, str] | None,
     cookies: dict[str, str] | None,
@@ -415,7 +509,7 @@ def _case_runner(
         response = case.call(base_url=base_url, headers=headers, cookies=cookies, timeout=15)
         report.record(case, response)
         try:
-            case.validate_response(response, checks=[not_a_server_error, errors_are_problem_json])
+            case.validate_response(response, checks=checks)
         except FailureGroup as group:
             request = response.request
             reason = "; ".join(f"{f.title}: {f.message}".replace("\n", " ") for f in group.exceptions)
@@ -468,15 +562,15 @@ def bff_dev() -> Iterator[str]:
         assert not unhandled, logs[-4000:]
 
 
-def _sign_in(base: str, username: str) -> dict[str, str]:
+def _sign_in(base: str, username: str, *, user_agent: str = "python-httpx") -> dict[str, str]:
     """Sign in through the emulator as a browser would; the session cookie it ends with."""
-    with httpx2.Client(follow_redirects=True, timeout=10) as client:
+    with httpx2.Client(follow_redirects=True, timeout=10, headers={"User-Agent": user_agent}) as client:
         r = client.get(f"{base}/auth/login", params={"login_hint": username})
         assert r.status_code == 200, r.text
         assert str(r.url) == base + "/"
         me = client.get(f"{base}/auth/session", headers={"X-CSRF": "1"})
         assert me.status_code == 200
-        assert me.json()["is_admin"] is True
+        assert me.json()["is_admin"] is (username == "admin")
         return {name: value for name, value in client.cookies.items() if name == "bff-session"}
 
 
@@ -490,8 +584,8 @@ def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, 
     schema = _schema(r.json())
     started = time.monotonic()
 
-    anonymous = FuzzReport("unauthenticated")
-    _fuzz(schema, target, anonymous, exclude=VERIFY_OTHER_METHODS)
+    anonymous = FuzzReport("unauthenticated; session operations excluded")
+    _fuzz(schema, target, anonymous, exclude=VERIFY_OTHER_METHODS | ANONYMOUS_EXCLUDED)
 
     cookies = _sign_in(base, "admin")
     assert cookies, "no session cookie after sign-in"
@@ -523,6 +617,93 @@ def test_schemathesis_finds_no_server_error_and_only_problem_json(bff_dev: str, 
     assert signed_in.outcomes["200"] > 0
     failures = anonymous.failures + signed_in.failures
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:20])
+
+
+FIREFOX_ON_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
+SAFARI_ON_IOS = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+
+@pytest.mark.slow
+def test_session_operations_answer_as_described(bff_dev: str) -> None:
+    """Each session operation, called for real, answers as its operation says (status, media type, headers and
+    schema), including what the fuzzing cannot reach: listed entries, ended sessions, the cleared cookie."""
+    base = bff_dev
+    target = base.replace("localhost", "127.0.0.1")
+    schema = _schema(build_document())
+    lena = "user_lena_5c1d9e"  # the emulator's `linked` user
+
+    def call(label: str, cookies: dict[str, str] | None, status: int, **path: str) -> Any:
+        method, template = label.split(" ")
+        case = schema[template][method].Case(path_parameters=path, headers={"X-CSRF": "1", "Origin": base})
+        response = case.call(base_url=target, cookies=cookies, timeout=15)
+        case.validate_response(response, checks=[*BASE_CHECKS, *CONFORMANCE_CHECKS])
+        assert response.status_code == status, (label, path, response.content[:300])
+        body = json.loads(response.content)
+        if status < 400:
+            assert _header(response, "cache-control") == "no-store", label
+        return body, response.headers.get("set-cookie") or []
+
+    def clears_cookie(set_cookie: list[str]) -> bool:
+        return any(c.startswith("bff-session=") and "max-age=0" in c.lower() for c in set_cookie)
+
+    handle, sub = "0" * 32, {"sub": lena}
+    for label in SESSION_OPERATIONS:  # no session
+        params = {**({"handle": handle} if "{handle}" in label else {}), **(sub if "{sub}" in label else {})}
+        assert call(label, None, 401, **params)[0]["code"] == "not_authenticated"
+
+    firefox = _sign_in(base, "linked", user_agent=FIREFOX_ON_WINDOWS)
+    safari = _sign_in(base, "linked", user_agent=SAFARI_ON_IOS)
+    (listing, _) = call("GET /auth/sessions", safari, 200)
+    entries = listing["sessions"]
+    assert [(e["device"], e["kind"], e["current"]) for e in entries] == [
+        ("Safari on iOS", "browser", True),
+        ("Firefox on Windows", "browser", False),
+    ]
+    admin = _sign_in(base, "admin")
+    (seen, _) = call("GET /api/admin/users/{sub}/sessions", admin, 200, **sub)
+    assert seen["sub"] == lena
+    assert {e["handle"] for e in seen["sessions"]} == {e["handle"] for e in entries}
+    assert not any(e["current"] for e in seen["sessions"])
+    (problem, _) = call("GET /api/admin/users/{sub}/sessions", safari, 403, **sub)
+    assert problem["code"] == "forbidden"
+    (problem, _) = call("DELETE /api/admin/users/{sub}/sessions", admin, 400, sub="a\x01b")
+    assert problem["code"] == "invalid_parameter"
+
+    # Another of one's own sessions, then every other, then one's own: only the last clears the cookie.
+    (ended, set_cookie) = call("DELETE /auth/sessions/{handle}", safari, 200, handle=entries[1]["handle"])
+    assert ended == {"ended": 1}
+    assert not clears_cookie(set_cookie)
+    (problem, _) = call("DELETE /auth/sessions/{handle}", safari, 404, handle=entries[1]["handle"])
+    assert problem["code"] == "session_not_found"
+    assert call("GET /auth/sessions", firefox, 401)[0]["code"] == "session_expired"
+    _sign_in(base, "linked")
+    (ended, set_cookie) = call("POST /auth/sessions/end-others", safari, 200)
+    assert ended == {"ended": 1}
+    assert not clears_cookie(set_cookie)
+    (ended, set_cookie) = call("DELETE /auth/sessions/{handle}", safari, 200, handle=entries[0]["handle"])
+    assert ended == {"ended": 1}
+    assert clears_cookie(set_cookie)
+
+    # An administrator: one session of a user, all of them, then all of its own (its cookie cleared).
+    _sign_in(base, "linked")
+    _sign_in(base, "linked")
+    (seen, _) = call("GET /api/admin/users/{sub}/sessions", admin, 200, **sub)
+    first = seen["sessions"][0]["handle"]
+    (ended, _) = call("DELETE /api/admin/users/{sub}/sessions/{handle}", admin, 200, **sub, handle=first)
+    assert ended == {"sub": lena, "ended": 1}
+    (problem, _) = call("DELETE /api/admin/users/{sub}/sessions/{handle}", admin, 404, **sub, handle=first)
+    assert problem["code"] == "session_not_found"
+    (ended, set_cookie) = call("DELETE /api/admin/users/{sub}/sessions", admin, 200, **sub)
+    assert ended == {"sub": lena, "ended": 1}
+    assert not clears_cookie(set_cookie)
+    (mine, _) = call("GET /api/admin/users/{sub}/sessions", admin, 200, sub="user_admin_ada")
+    assert any(e["current"] for e in mine["sessions"])
+    (ended, set_cookie) = call("DELETE /api/admin/users/{sub}/sessions", admin, 200, sub="user_admin_ada")
+    assert ended["ended"] >= 1
+    assert clears_cookie(set_cookie)
 
 
 # Codes that exist in the error tree but never reach a client: a base class's default that is never raised

@@ -324,6 +324,7 @@ async def test_admin_routes_follow_the_admin_rules(stack: Stack, make_stack: Mak
         bad = await admin.call("GET", "/api/admin/users/a%01b/sessions")
         assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
         assert (await admin.call("GET", f"/api/admin/users/{'x' * 256}/sessions")).status_code == 400
+        assert (await admin.call("GET", "/api/admin/users/%C3%A9/sessions")).status_code == 400  # not ASCII
         assert await guest.alive()
     off = make_stack(admin_subjects=[])
     async with signed_in(off, "admin") as admin:

@@ -14,6 +14,7 @@ FORM = "application/x-www-form-urlencoded"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 UPSTREAM_REF = {"$ref": "#/components/schemas/KryptosJson"}
 CSRF_REF = {"$ref": "#/components/parameters/XCsrf"}
+NO_STORE = {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}}
 SESSION_SECURITY: list[dict[str, list[str]]] = [{"sessionCookie": []}, {"sessionToken": []}]
 NO_CONTROL_CHARS = "^[^\\u0000-\\u001f\\u007f]*$"
 UPSTREAM_NAMES = {"data": "the Kryptos data API", "connect": "the Kryptos connect API"}

@@ -9,6 +9,7 @@ from bff.proxy.routes import GRANT_ID
 from bff_dev.openapi.common import (
     CSRF_REF,
     JSON,
+    NO_STORE,
     SESSION_SECURITY,
     default_problem,
     operation_id,
@@ -25,7 +26,6 @@ CONNECT_SECURITY: list[dict[str, list[str]]] = [
     {"sessionToken": []},
     {},
 ]
-NO_STORE = {"Cache-Control": {"schema": {"type": "string", "const": "no-store"}}}
 # Every call below may reach the Connect API: a refusal or an answer bff cannot read is `connect_failed`.
 UPSTREAM_502 = ("connect_failed", "upstream_unavailable")
 CALLER_401 = (

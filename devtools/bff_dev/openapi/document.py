@@ -12,6 +12,8 @@ from bff_dev.openapi.auth import auth_paths, operations_paths
 from bff_dev.openapi.common import OPENAPI_VERSION
 from bff_dev.openapi.connect import connect_paths, connect_schemas, grant_admin_paths
 from bff_dev.openapi.forwarded import forwarded_paths
+from bff_dev.openapi.sessions import TAG as SESSIONS_TAG
+from bff_dev.openapi.sessions import admin_sessions_paths, sessions_paths, sessions_schemas
 from bff_dev.openapi.verify import TAG as VERIFY_TAG
 from bff_dev.openapi.verify import verify_paths
 
@@ -119,6 +121,7 @@ def components() -> dict[str, Any]:
                 },
             },
             **connect_schemas(),
+            **sessions_schemas(),
             "MobileToken": {
                 "type": "object",
                 "required": ["session_token", "expires_in", "token_type"],
@@ -152,6 +155,13 @@ def build_document(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, Any]:
         },
         "tags": [
             {"name": "auth", "description": "Sign-in, session and logout."},
+            {
+                "name": SESSIONS_TAG,
+                "description": (
+                    'A user\'s sessions ("Your devices"): list them, end one or all the others; and an '
+                    "administrator's force sign-out of any user."
+                ),
+            },
             {"name": "mobile", "description": "Native apps (RFC 8252)."},
             {"name": "connect", "description": "The Kryptos Connect widget (Guests) and grant revocation."},
             {"name": "api", "description": "Kryptos calls forwarded from the route table."},
@@ -166,10 +176,12 @@ def build_document(routes: tuple[ForwardRoute, ...] = ROUTES) -> dict[str, Any]:
         ],
         "paths": {
             **auth_paths(),
+            **sessions_paths(),
             **verify_paths(),
             **connect_paths(),
             **forwarded_paths(routes),
             **grant_admin_paths(),
+            **admin_sessions_paths(),
             **operations_paths(),
         },
         "components": components(),
