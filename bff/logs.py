@@ -189,8 +189,7 @@ def configure_logging(level: str, fmt: str, audit: str = "stderr") -> None:
     audit_handler = logging.StreamHandler(sys.stdout if audit == "stdout" else sys.stderr)
     audit_handler.setFormatter(AuditFormatter())
     audit_log = logging.getLogger("bff.audit")
-    audit_log.handlers[:] = [audit_handler]
-    audit_log.setLevel(logging.INFO)
+    audit_log.handlers[:] = [audit_handler]  # its level is INFO from the start (bff.audit), whatever `level` says
     audit_log.propagate = False
 
 

@@ -308,7 +308,8 @@ class SessionManager:
                 if entry is None:
                     continue
             if entry.ends_at(self.lifetimes) <= now:
-                await self._store.index_remove(index, member)
+                if not await self._store.index_remove(index, member):
+                    continue  # another listing pruned it first, and recorded it
                 audit.record(
                     "sign_out",
                     target={"sub": sub, "session": public_handle(handle)},

@@ -100,9 +100,9 @@ class MemoryStore:
         members, expires = self._sets.get(key, ({}, 0.0))
         return dict(members) if expires > self._clock() else {}
 
-    async def index_remove(self, key: str, member: str) -> None:
+    async def index_remove(self, key: str, member: str) -> bool:
         members, _ = self._sets.get(key, ({}, 0.0))
-        members.pop(member, None)
+        return members.pop(member, None) is not None
 
     async def hash_set(self, key: str, field: str, value: bytes) -> None:
         self._hashes.setdefault(key, {})[field] = value

@@ -12,6 +12,7 @@ on the service's one clock (``create_app(clock=...)``), read by the caller and p
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -179,7 +180,15 @@ class Session:
 
     def index_entry(self) -> IndexEntry:
         """What the user's index says of this session (:class:`IndexEntry`)."""
-        return IndexEntry(self.kind, self.device, int(self.created_at), int(self.last_seen_at), int(self.expires_at))
+        # Whole seconds, rounded so that the entry never ends before the session does: a listing never prunes
+        # (and records as ended) a session that still has a moment to live.
+        return IndexEntry(
+            self.kind,
+            self.device,
+            int(self.created_at),
+            math.ceil(self.last_seen_at),
+            math.ceil(self.expires_at),
+        )
 
     def with_changes(self, **changes: Any) -> Session:
         return replace(self, **changes)

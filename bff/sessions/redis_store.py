@@ -258,9 +258,9 @@ class RedisStore:
             members = await self._redis.hkeys(key)
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
-    async def index_remove(self, key: str, member: str) -> None:
+    async def index_remove(self, key: str, member: str) -> bool:
         async with self._guarded("HDEL"):
-            await self._redis.hdel(key, member)
+            return bool(await self._redis.hdel(key, member))
 
     async def hash_set(self, key: str, field: str, value: bytes) -> None:
         async with self._guarded("HSET"):

@@ -50,8 +50,9 @@ class KeyValueStore(Protocol):
     async def index_entries(self, key: str) -> dict[str, bytes]:
         """Every member of the index at ``key`` with its value, in one read."""
 
-    async def index_remove(self, key: str, member: str) -> None:
-        """Take ``member`` out of the set at ``key``."""
+    async def index_remove(self, key: str, member: str) -> bool:
+        """Take ``member`` out of the index at ``key``; True when it was there (so only one of several
+        concurrent removers acts on it)."""
 
     async def hash_set(self, key: str, field: str, value: bytes) -> None:
         """Set one field of the hash at ``key`` (no TTL: kept until removed)."""
