@@ -22,6 +22,15 @@ import redis.asyncio as aioredis
 
 from bff.sessions.store import provider_session_index_key, session_handle, subject_index_key
 from bff_dev.emulator.config import default_users
+from tests.routes.test_mobile import (
+    APP_URI,
+    app_client,
+    app_redirect,
+    exchange,
+    pkce,
+    session_header,
+    sign_in_in_browser,
+)
 from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
@@ -44,7 +53,7 @@ def stack(make_stack: MakeStack) -> Stack:
     tag = secrets.token_hex(4)
     users = [replace(user, sub=f"{user.sub}_{tag}") for user in default_users()]
     admin = next(user.sub for user in users if user.username == "admin")
-    return make_stack(emulator_options={"users": users}, admin_subjects=[admin])
+    return make_stack(emulator_options={"users": users}, admin_subjects=[admin], mobile_redirect_uris=[APP_URI])
 
 
 @asynccontextmanager
@@ -216,6 +225,24 @@ async def test_sign_out_everywhere_else_keeps_only_the_callers_session(stack: St
             await redis.aclose()
         # Nothing else to end: a second call ends nothing and still answers.
         assert (await laptop.call("POST", "/auth/sessions/end-others")).json() == {"ended": 0}
+
+
+async def test_an_apps_session_is_listed_as_mobile_and_ends_like_any_other(stack: Stack) -> None:
+    verifier, challenge = pkce()
+    async with stack.client(headers={"User-Agent": SAFARI_IPHONE}) as system_browser:
+        code = app_redirect(await sign_in_in_browser(stack, system_browser, challenge))["code"]
+    async with app_client(stack) as app, signed_in(stack) as laptop:
+        token = (await exchange(app, stack, code, verifier)).json()["session_token"]
+        mine = await app.get(f"{stack.url}/auth/sessions", headers=session_header(token))  # no X-CSRF: an app
+        assert mine.status_code == 200, mine.text
+        assert [(s["kind"], s["device"], s["current"]) for s in mine.json()["sessions"]] == [
+            ("mobile", "Safari on iOS", True),
+            ("browser", "Firefox on Linux", False),
+        ]
+        phone = next(s["handle"] for s in await laptop.sessions() if s["kind"] == "mobile")
+        assert (await laptop.call("DELETE", f"/auth/sessions/{phone}")).status_code == 200
+        after = await app.get(f"{stack.url}/auth/session", headers=session_header(token))
+        assert after.status_code == 401 and after.json()["code"] == "session_expired"
 
 
 async def test_handles_that_are_not_the_users_own_are_one_404(stack: Stack) -> None:
