@@ -182,6 +182,9 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     audit_log: Literal["stderr", "stdout"] = "stderr"  # where the audit trail's lines go (bff.audit)
+    # How often a replica looks for sessions Redis expired on their own, to record them and drop their index
+    # entries (SessionManager.sweep_ended); 0 turns the sweep off (listing a user's sessions still does it).
+    session_sweep_interval: float = Field(30.0, ge=0, le=3600)
     # The per-session refresh lock (held across replicas): its lease, renewed while the token call runs,
     # and how long other requests wait for it before answering 503 refresh_in_progress.
     refresh_lock_lease: float = Field(5.0, gt=0)

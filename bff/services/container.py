@@ -88,6 +88,19 @@ async def _sweep_idle_grants_forever(connect: ConnectService, every: float) -> N
             log.warning("idle connect grants not swept; next round later", extra={"reason": exc.code})
 
 
+SESSION_SWEEP_BATCH = 500
+
+
+async def _sweep_ended_sessions_forever(sessions: SessionManager, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            while await sessions.sweep_ended(limit=SESSION_SWEEP_BATCH) >= SESSION_SWEEP_BATCH:
+                pass  # a full batch: there may be more
+        except BffError as exc:
+            log.warning("ended sessions not swept; next round later", extra={"reason": exc.code})
+
+
 async def _load_metadata_forever(oidc: OidcClient) -> None:
     delay = 0.5
     while True:
@@ -152,7 +165,7 @@ async def open_services(
         limits=limits,
         connect=connect,
         grant_facts=grant_facts,
-        devices=Devices(sessions, login),
+        devices=Devices(sessions, login, redis_timeout=settings.redis_timeout),
         connect_codec=SignedValueCodec(signing, salt="bff.connect-grant"),
         client_headers=client_headers,
     )
@@ -166,6 +179,8 @@ async def open_services(
         # Idle grants are looked for every hour (or a 24th of the idle timeout, when that is shorter).
         asyncio.create_task(_sweep_idle_grants_forever(connect, min(3600.0, settings.connect_idle_timeout / 24))),
     ]
+    if settings.session_sweep_interval > 0:  # BFF_SESSION_SWEEP_INTERVAL: how late an unseen end is recorded
+        background.append(asyncio.create_task(_sweep_ended_sessions_forever(sessions, settings.session_sweep_interval)))
     # Traces, when the OTEL_* variables ask for them: here, in each worker process's lifespan, so no exporter
     # thread or queue crosses a fork (bff.tracing).
     tracing.start()

@@ -42,7 +42,9 @@ from bff.sessions.crypto import Keyring
 from bff.sessions.lock import RefreshLock
 from bff.sessions.model import IndexEntry, Lifetimes, LoginState, Session
 from bff.sessions.store import (
+    SESSION_ENDS_KEY,
     SESSION_EVENTS_CHANNEL,
+    SESSION_SWEEP_LOCK_KEY,
     KeyValueStore,
     handle_of_member,
     login_key,
@@ -188,12 +190,12 @@ class SessionManager:
         # (digests). An index lives as long as the longest session in it; an ending session leaves it (_forget).
         handle = session_handle(session_id)
         if session.sub:  # a Connect-only session has no subject to be listed or logged out by
+            entry = saved.index_entry()
             await self._store.index_add(
-                subject_index_key(session.sub),
-                handle,
-                ttl=self.lifetimes.max_lifetime,
-                value=saved.index_entry().to_bytes(),
+                subject_index_key(session.sub), handle, ttl=self.lifetimes.max_lifetime, value=entry.to_bytes()
             )
+            # When it ends unless used again: the sweep records its ending and takes it out of the index.
+            await self._store.schedule(SESSION_ENDS_KEY, f"{handle} {session.sub}", entry.ends_at(self.lifetimes))
         if session.oidc_sid:
             await self._store.index_add(
                 provider_session_index_key(session.oidc_sid), handle, ttl=self.lifetimes.max_lifetime
@@ -247,6 +249,7 @@ class SessionManager:
     async def _forget(self, member: str, sub: str, oidc_sid: str | None) -> None:
         if sub:
             await self._store.index_remove(subject_index_key(sub), member)
+            await self._store.unschedule(SESSION_ENDS_KEY, f"{member} {sub}")
         if oidc_sid:
             await self._store.index_remove(provider_session_index_key(oidc_sid), member)
 
@@ -308,17 +311,50 @@ class SessionManager:
                 if entry is None:
                     continue
             if entry.ends_at(self.lifetimes) <= now:
-                if not await self._store.index_remove(index, member):
-                    continue  # another listing pruned it first, and recorded it
-                audit.record(
-                    "sign_out",
-                    target={"sub": sub, "session": public_handle(handle)},
-                    reason="absolute" if now >= entry.expires_at else "idle",
-                    kind=entry.kind,
-                )
+                await self._ended_unseen(sub, member, handle, entry, now, in_request=True)
                 continue
             live.append(Listed(handle, public_handle(handle), entry))
         return live
+
+    async def _ended_unseen(
+        self, sub: str, member: str, handle: str, entry: IndexEntry, now: float, *, in_request: bool
+    ) -> None:
+        """A session the store expired on its own (idle or absolute end) leaves the index, and is recorded as
+        ended once: by whichever of a listing and the sweep removes its entry first."""
+        await self._store.unschedule(SESSION_ENDS_KEY, f"{member} {sub}")
+        if not await self._store.index_remove(subject_index_key(sub), member):
+            return
+        metrics.sessions_ended.labels(reason="expired").inc()
+        audit.record(
+            "sign_out",
+            target={"sub": sub, "session": public_handle(handle)},
+            reason="absolute" if now >= entry.expires_at else "idle",
+            kind=entry.kind,
+            in_request=in_request,
+        )
+
+    async def sweep_ended(self, *, limit: int = 500) -> int:
+        """Record the sessions that ended unseen (Redis expired them on their idle or absolute end) and take
+        them out of their users' indexes; one replica at a time. How many it looked at (``limit``: maybe more)."""
+        owner = secrets.token_urlsafe(12).encode()
+        if not await self._store.set_if_absent(SESSION_SWEEP_LOCK_KEY, owner, ttl=60):
+            return 0
+        try:
+            now = self.clock()
+            due = await self._store.due(SESSION_ENDS_KEY, now, limit=limit)
+            for scheduled in due:
+                handle, _, sub = scheduled.partition(" ")
+                value = await self._store.index_get(subject_index_key(sub), handle)
+                entry = IndexEntry.from_bytes(value) if value is not None else None
+                if entry is None:  # ended and forgotten already (or never described): nothing to record
+                    await self._store.unschedule(SESSION_ENDS_KEY, scheduled)
+                elif entry.ends_at(self.lifetimes) > now:  # used again after this was scheduled
+                    await self._store.schedule(SESSION_ENDS_KEY, scheduled, entry.ends_at(self.lifetimes))
+                else:
+                    await self._ended_unseen(sub, handle, handle, entry, now, in_request=False)
+            return len(due)
+        finally:
+            await self._store.delete_if_equal(SESSION_SWEEP_LOCK_KEY, owner)
 
     async def _describe(self, index: str, member: str, handle: str, sub: str) -> IndexEntry | None:
         key = session_key_for_handle(handle)

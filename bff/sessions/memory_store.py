@@ -100,6 +100,9 @@ class MemoryStore:
         members, expires = self._sets.get(key, ({}, 0.0))
         return dict(members) if expires > self._clock() else {}
 
+    async def index_get(self, key: str, member: str) -> bytes | None:
+        return (await self.index_entries(key)).get(member)
+
     async def index_remove(self, key: str, member: str) -> bool:
         members, _ = self._sets.get(key, ({}, 0.0))
         return members.pop(member, None) is not None

@@ -253,6 +253,11 @@ class RedisStore:
     async def index_entries(self, key: str) -> dict[str, bytes]:
         return await self.hash_get_all(key)
 
+    async def index_get(self, key: str, member: str) -> bytes | None:
+        async with self._guarded("HGET"):
+            value = await self._redis.hget(key, member)
+        return value if value is None or isinstance(value, bytes) else str(value).encode()
+
     async def index_members(self, key: str) -> list[str]:
         async with self._guarded("HKEYS"):
             members = await self._redis.hkeys(key)

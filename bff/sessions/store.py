@@ -50,6 +50,9 @@ class KeyValueStore(Protocol):
     async def index_entries(self, key: str) -> dict[str, bytes]:
         """Every member of the index at ``key`` with its value, in one read."""
 
+    async def index_get(self, key: str, member: str) -> bytes | None:
+        """The value of one member of the index at ``key``, or None."""
+
     async def index_remove(self, key: str, member: str) -> bool:
         """Take ``member`` out of the index at ``key``; True when it was there (so only one of several
         concurrent removers acts on it)."""
@@ -154,6 +157,11 @@ def provider_session_index_key(sid: str) -> str:
 
 
 SESSION_EVENTS_CHANNEL = "bff:session-events"  # a session changed or ended: drop any cached copy
+# Schedule: "<handle> <sub>" of each signed-in session, scored by when it ends unless used again (idle or
+# absolute end), so the sessions Redis expires on its own are recorded as ended and leave their user's index
+# (SessionManager.sweep_ended). A subject is an identifier, not a credential.
+SESSION_ENDS_KEY = "bff:session-ends"
+SESSION_SWEEP_LOCK_KEY = "bff:session-sweep-lock"  # one replica sweeps at a time
 
 
 # Kryptos Connect grants (bff.sessions.connect). A grant record is named by its handle, the digest of the random

@@ -20,7 +20,13 @@ import httpx2
 import pytest
 import redis.asyncio as aioredis
 
-from bff.sessions.store import provider_session_index_key, session_handle, subject_index_key
+from bff.sessions.store import (
+    SESSION_ENDS_KEY,
+    provider_session_index_key,
+    public_handle_of,
+    session_handle,
+    subject_index_key,
+)
 from bff_dev.emulator.config import default_users
 from tests.routes.test_mobile import (
     APP_URI,
@@ -31,6 +37,9 @@ from tests.routes.test_mobile import (
     session_header,
     sign_in_in_browser,
 )
+from tests.support.clock import Clock
+from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import wait_for
 from tests.support.stack import MakeStack, Stack
 
 CSRF = {"X-CSRF": "1"}
@@ -357,3 +366,33 @@ async def test_admin_routes_follow_the_admin_rules(stack: Stack, make_stack: Mak
     async with signed_in(off, "admin") as admin:
         r = await admin.call("DELETE", f"/api/admin/users/{GUEST_SUB}/sessions")
         assert r.status_code == 403 and r.json()["code"] == "limit_management_disabled"
+
+
+async def test_a_replica_records_sessions_that_ended_unseen_within_its_sweep_interval(
+    make_stack: MakeStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis expires an idle session on its own; nobody comes back with its cookie, nobody lists. The running
+    service still records its end and drops its index entry (BFF_SESSION_SWEEP_INTERVAL)."""
+    caplog.set_level(logging.INFO, logger="bff.audit")
+    clock = Clock()
+    server = RedisServer().start()  # the sweep looks at the whole schedule: a private Redis
+    try:
+        stack = make_stack(redis_url=server.url, clock=clock, session_sweep_interval=0.2, session_idle_timeout=600)
+        async with signed_in(stack) as laptop:
+            sub = await laptop.sub()
+            handle = public_handle_of(laptop.session_id)
+        clock.advance(601)
+        # The service runs in its own thread: this wait blocks nothing of it.
+        wait_for("the sweep", lambda: any(e["reason"] == "idle" for e in audit_events(caplog, "sign_out")), 10)
+        outs = audit_events(caplog, "sign_out")
+        assert [(e["reason"], e["target"], e["client"]) for e in outs] == [
+            ("idle", {"sub": sub, "session": handle}, None)
+        ]
+        r = aioredis.from_url(server.url)
+        try:
+            assert await r.hlen(subject_index_key(sub)) == 0
+            assert await r.zcard(SESSION_ENDS_KEY) == 0
+        finally:
+            await r.aclose()
+    finally:
+        server.stop()

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from bff.sessions.memory_store import MemoryStore
 from bff.sessions.model import IndexEntry
+from bff.sessions.redis_store import RedisStore
 from bff.sessions.store import (
+    SESSION_SWEEP_LOCK_KEY,
     KeyValueStore,
     provider_session_index_key,
     public_handle,
@@ -20,6 +24,7 @@ from bff.sessions.store import (
 )
 from tests.sessions.test_store import LIFETIMES, START, _manager, _session
 from tests.support.clock import Clock
+from tests.support.redis_server import RedisServer
 
 
 def _audit(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
@@ -122,3 +127,70 @@ async def test_a_session_judged_expired_on_read_says_idle_or_absolute(
     assert await manager.load(sid) is None
     assert [(e["reason"], e["target"]["sub"]) for e in _audit(caplog, "sign_out")] == [("idle", sub)]
     assert await store.index_entries(subject_index_key(sub)) == {}
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def own_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    """Both stores, the Redis one a private server: the sweep's schedule is one key, and a sweep whose clock
+    is ahead would take every other test's live sessions in a shared Redis for ended."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    server = RedisServer().start()
+    store = RedisStore.from_url(server.url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        server.stop()
+
+
+async def test_the_sweep_records_sessions_that_ended_unseen_once_and_leaves_live_ones(
+    own_store: KeyValueStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = own_store
+    caplog.set_level(logging.INFO, logger="bff.audit")
+    clock = Clock(start=START)
+    manager = _manager(store, clock)
+    sub = _sub()
+    quiet, used, logged_out = ("s-" + secrets.token_hex(8) for _ in range(3))
+    for sid in (quiet, used, logged_out):
+        await manager.save(sid, _session(clock(), sub=sub))
+    await manager.end(logged_out, reason="user")  # ended by hand: no longer scheduled
+    clock.advance(LIFETIMES.idle_timeout - 100)
+    assert await manager.load(used) is not None  # used again: its end moves later
+    clock.advance(101)
+    assert await manager.sweep_ended() == 1  # only `quiet` was due
+    outs = _audit(caplog, "sign_out")
+    assert [(e["reason"], e["target"]["session"], e["client"], e["request_id"]) for e in outs][-1] == (
+        "idle",
+        public_handle(session_handle(quiet)),
+        None,
+        None,
+    )
+    assert set(await store.index_members(subject_index_key(sub))) == {session_handle(used)}
+    caplog.clear()
+    assert await manager.sweep_ended() == 0  # nothing left due: recorded once
+    assert [s.handle for s in await manager.sessions_of(sub)] == [session_handle(used)]
+    assert _audit(caplog, "sign_out") == []
+    clock.advance(LIFETIMES.idle_timeout)
+    assert await manager.sweep_ended() == 1
+    assert [e["reason"] for e in _audit(caplog, "sign_out")] == ["idle"]
+    assert await store.index_entries(subject_index_key(sub)) == {}
+
+
+async def test_one_replica_sweeps_at_a_time(own_store: KeyValueStore) -> None:
+    store = own_store
+    clock = Clock(start=START)
+    manager = _manager(store, clock)
+    await store.set(SESSION_SWEEP_LOCK_KEY, b"another replica", ttl=30)
+    try:
+        sub = _sub()
+        await manager.save("s-" + secrets.token_hex(8), _session(clock(), sub=sub))
+        clock.advance(LIFETIMES.idle_timeout + 1)
+        assert await manager.sweep_ended() == 0  # the other replica holds the lock
+        assert len(await store.index_members(subject_index_key(sub))) == 1
+    finally:
+        await store.delete(SESSION_SWEEP_LOCK_KEY)
+    assert await manager.sweep_ended() == 1
+    assert await store.get(SESSION_SWEEP_LOCK_KEY) is None  # released after the round

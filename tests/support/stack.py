@@ -197,6 +197,9 @@ def start_stack(
         "encryption_keys": [secrets.token_urlsafe(32)],
         "metrics_port": 0,
         "admin_subjects": ["user_admin_ada"],
+        # Off: the sweep's schedule is one key of the Redis the whole run shares, and a stack whose clock a
+        # test moved ahead would take other tests' live sessions for ended. Tests of the sweep turn it on.
+        "session_sweep_interval": 0,
     }
     values.update(settings_overrides)
     settings = Settings.model_validate(values)
