@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,32 @@ class Rendered:
 
     def of_api(self, api_version: str, kind: str) -> list[dict[str, Any]]:
         return [doc for doc in self.docs if doc["apiVersion"] == api_version and doc["kind"] == kind]
+
+    def route(self, host: str, path: str) -> tuple[str, dict[str, Any]] | None:
+        """(Ingress name, backend service) a request for ``host`` and ``path`` reaches, as a controller chooses
+        among every Ingress rendered: the rules naming that host (else those naming none), then the longest
+        matching path, an Exact one before a Prefix one of the same length (Kubernetes' Ingress semantics);
+        Prefix matches whole path elements. ImplementationSpecific paths are read as ingress-nginx's regular
+        expressions (``use-regex``): anchored at the start, case-insensitive. None: no rule matches."""
+        rules = [(ingress, rule) for ingress in self.of_kind("Ingress") for rule in ingress["spec"]["rules"]]
+        candidates = [(i, r) for i, r in rules if r.get("host") == host] or [
+            (i, r) for i, r in rules if not r.get("host")
+        ]
+        best: tuple[tuple[int, int], str, dict[str, Any]] | None = None
+        for ingress, rule in candidates:
+            for entry in rule["http"]["paths"]:
+                pattern, kind = entry["path"], entry.get("pathType", "ImplementationSpecific")
+                if kind == "Exact":
+                    matches = path == pattern
+                elif kind == "Prefix":
+                    wanted = [part for part in pattern.split("/") if part]
+                    matches = [part for part in path.split("/") if part][: len(wanted)] == wanted
+                else:
+                    matches = re.match(pattern, path, re.IGNORECASE) is not None
+                rank = (len(pattern.rstrip("/") if kind == "Prefix" else pattern), int(kind == "Exact"))
+                if matches and (best is None or rank > best[0]):
+                    best = (rank, ingress["metadata"]["name"], entry["backend"]["service"])
+        return None if best is None else (best[1], best[2])
 
     @property
     def service(self) -> dict[str, Any]:

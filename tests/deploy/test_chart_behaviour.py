@@ -190,6 +190,7 @@ EXT_TRAEFIK = CI / "external-auth-traefik-values.yaml"
         pytest.param(DEFAULT, ("--set", "config.logLevel=INFO"), "logLevel", id="schema-log-level"),
         pytest.param(DEFAULT, ("--set", "config.sessionIdleTimeout=30"), "sessionIdleTimeout", id="schema-timeout"),
         pytest.param(DEFAULT, ("--set", "config.logFormat=xml"), "logFormat", id="schema-enum"),
+        pytest.param(DEFAULT, ("--set", "config.auditLog=/var/log/audit"), "auditLog", id="schema-audit-log"),
         pytest.param(DEFAULT, ("--set", "redis.mode=replica"), "mode", id="schema-redis-mode"),
         pytest.param(DEFAULT, ("--set", "config.clientID=typo"), "clientID", id="schema-unknown-key"),
         pytest.param(DEFAULT, ("--set-string", "replicaCount=two"), "replicaCount", id="schema-type"),
@@ -312,6 +313,17 @@ def test_extras_reach_the_pod(helm: Helm) -> None:
     assert data["BFF_SCOPES"] == "openid profile email offline_access integrations:read users:read"
     assert data["BFF_TRUSTED_PROXIES"] == "10.42.0.0/16,10.43.0.0/16"
     assert data["BFF_ADMIN_SUBJECTS"] == "admin-sub-1,admin-sub-2"
+    assert data["BFF_AUDIT_LOG"] == "stdout"
+
+
+def test_audit_log_stream_is_the_applications_default_unless_set(helm: Helm) -> None:
+    """config.auditLog is BFF_AUDIT_LOG; left empty, the application's default (stderr, with the other logs)."""
+    assert "BFF_AUDIT_LOG" not in helm.template("-f", str(DEFAULT)).one("ConfigMap")["data"]
+    for stream in ("stdout", "stderr"):
+        rendered = helm.template("-f", str(DEFAULT), "--set", f"config.auditLog={stream}")
+        assert rendered.one("ConfigMap")["data"]["BFF_AUDIT_LOG"] == stream
+    config = pytest.importorskip("bff.config")
+    assert config.Settings.model_fields["audit_log"].default == "stderr"
 
 
 # --- external authorization ---------------------------------------------------------------------------
@@ -427,6 +439,22 @@ def test_chart_default_data_api_is_bffs() -> None:
     assert chart_default.group(1) == config.Settings.model_fields["data_api_url"].default
 
 
+_BFF = ("bff", {"name": "bff", "port": {"name": "http"}})
+
+
+def test_admin_routes_stay_on_bff_when_the_data_api_path_is_rewritten(helm: Helm) -> None:
+    """With a rewrite, ingress-nginx reads every path of the host as a regular expression: /api/v1/(.*) goes to
+    Kryptos, and /api/admin/... (bff's own, refused by /auth/verify) still only matches bff's /api."""
+    rendered = helm.template(
+        "-f", str(EXT_NGINX), "--set", "config.dataApiUrl=http://kryptos-emulator.dev:9000/emu/api/"
+    )
+    assert rendered.route("app.example.com", "/api/admin/users/user_admin_ada/sessions") == _BFF
+    assert rendered.route("app.example.com", "/api/developer/grants/g1/revoke") == _BFF
+    api = rendered.route("app.example.com", "/api/v1/integrations")
+    assert api is not None
+    assert api[0] == "bff-api"
+
+
 def test_nothing_external_when_disabled(helm: Helm) -> None:
     rendered = helm.template("-f", str(EXT_NGINX), "--set", "externalAuth.enabled=false")
     assert [i["metadata"]["name"] for i in rendered.of_kind("Ingress")] == ["bff"]
@@ -464,6 +492,13 @@ def test_readme_chart_commands_render(helm: Helm) -> None:
         rendered = helm.template(*_shell_args(install.group(1)), *args)
         assert {i["metadata"]["name"] for i in rendered.of_kind("Ingress")} == {"bff", "bff-api", "bff-verify-deny"}
         assert rendered.named("Service", "bff-kryptos-data")["spec"]["externalName"] == "connect.kryptos.io"
+        # bff's own routes stay on bff: /auth/verify refuses them (route_not_allowed).
+        for path in ("/api/admin/users/user_admin_ada/sessions", "/auth/sessions", "/auth/sessions/end-others"):
+            assert rendered.route("app.example.com", path) == _BFF, path
+        assert rendered.route("app.example.com", "/api/v1/userinfo") == (
+            "bff-api",
+            {"name": "bff-kryptos-data", "port": {"number": 443}},
+        )
 
 
 @pytest.mark.parametrize(
@@ -592,4 +627,5 @@ def test_notes_name_the_external_authorization(helm: Helm, notes_chart: Path) ->
     notes = _notes(helm, notes_chart, EXT_TRAEFIK)
     assert "http://bff.default.svc.cluster.local:8001/auth/verify" in notes
     assert "allowExternalNameServices=true" in notes
+    assert "/api/admin/" in notes
     assert "verify" not in _notes(helm, notes_chart, DEFAULT)

@@ -414,6 +414,36 @@ def test_external_authorization_only_when_enabled(rendered: Rendered, values: di
         _check_traefik(rendered, values)
 
 
+# bff's own routes under the prefixes external authorization shares with Kryptos: /auth/verify answers the
+# /api ones 403 route_not_allowed (they are not Kryptos calls), so the ingress must leave them on bff.
+_HANDLE = "0123456789abcdef0123456789abcdef"
+_BFFS_OWN = [
+    "/auth/sessions",
+    "/auth/sessions/end-others",
+    f"/auth/sessions/{_HANDLE}",
+    "/api/admin/users/user_admin_ada/sessions",
+    f"/api/admin/users/user_admin_ada/sessions/{_HANDLE}",
+    "/api/developer/grants",
+    "/api/developer/grants/g1/revoke",
+]
+
+
+def test_external_authorization_leaves_bffs_own_routes_on_bff(rendered: Rendered, values: dict[str, Any]) -> None:
+    """Whatever the controller, /api/v1/... goes to Kryptos and the rest of /auth and /api to bff's Service."""
+    if not (values["externalAuth"]["enabled"] and values["ingress"]["enabled"]):
+        return
+    host = _public_host(values)
+    bff = (RELEASE, {"name": RELEASE, "port": {"name": "http"}})
+    for path in _BFFS_OWN:
+        assert rendered.route(host, path) == bff, path
+    api = rendered.route(host, "/api/v1/integrations")
+    assert api is not None
+    assert api[0] == f"{RELEASE}-api"
+    assert api[1]["name"] == f"{RELEASE}-kryptos-data"
+    for path in ("/auth/verify", "/auth/verify/api/v1/userinfo"):
+        assert rendered.route(host, path) == (f"{RELEASE}-verify-deny", bff[1]), path
+
+
 def _check_ingress_nginx(rendered: Rendered, values: dict[str, Any]) -> None:
     external = values["externalAuth"]
     annotations = rendered.named("Ingress", f"{RELEASE}-api")["metadata"]["annotations"]

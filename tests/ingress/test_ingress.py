@@ -9,10 +9,14 @@ provider was asked, not only the statuses the browser saw.
 from __future__ import annotations
 
 import asyncio
+import secrets
+from dataclasses import replace
+from typing import Any
 
 import httpx2
 import pytest
 
+from bff_dev.emulator.config import default_users
 from tests.ingress.conftest import CONNECT_API_PATH, CSRF, DATA_API_PATH, Deploy, Deployment
 from tests.support.stack import CLIENT_ID, MakeStack
 
@@ -239,3 +243,72 @@ async def test_only_a_trusted_proxy_may_ask_verify(make_stack: MakeStack) -> Non
     assert answered.headers["x-client-secret"] == stack.client_secret
     assert answered.headers["cache-control"] == "no-store"
     assert answered.content == b""
+
+
+def _users_of_this_test() -> dict[str, Any]:
+    """Settings for ``deploy``: the seeded users under subjects of this test alone (Redis is shared by the
+    whole run, and a user's index would otherwise list the sessions other tests signed that user into), the
+    admin among ``BFF_ADMIN_SUBJECTS``."""
+    tag = secrets.token_hex(4)
+    users = [replace(user, sub=f"{user.sub}_{tag}") for user in default_users()]
+    admin = next(user.sub for user in users if user.username == "admin")
+    return {"emulator_options": {"users": users}, "admin_subjects": [admin]}
+
+
+async def test_the_admins_session_routes_stay_on_bff(deploy: Deploy) -> None:
+    """``/api/admin/...`` are bff's own routes, not Kryptos calls (``/auth/verify`` answers them 403
+    ``route_not_allowed``): the ingress sends them to bff, which applies its own rules, and nothing reaches
+    Kryptos. ``/auth/sessions`` is under ``/auth``, which goes to bff anyway."""
+    settings = _users_of_this_test()
+    [admin_sub] = settings["admin_subjects"]
+    deployment = deploy(**settings)
+    async with deployment.browser() as guest, deployment.browser() as admin:
+        await deployment.sign_in(guest, "guest")
+        await deployment.sign_in(admin, "admin")
+        me = await guest.get(f"{deployment.url}/auth/session", headers=CSRF)
+        sub = me.json()["user"]["sub"]
+        own = await guest.get(f"{deployment.url}/auth/sessions", headers=CSRF)
+        assert own.status_code == 200, deployment.output()
+        [mine] = own.json()["sessions"]
+        assert mine["current"] is True
+
+        listed = await admin.get(f"{deployment.url}/api/admin/users/{sub}/sessions", headers=CSRF)
+        assert listed.status_code == 200, deployment.output()
+        assert listed.headers["cache-control"] == "no-store"
+        assert listed.json() == {"sub": sub, "sessions": [{**mine, "current": False}]}
+        _no_credentials(deployment, listed)
+
+        not_admin = await guest.get(f"{deployment.url}/api/admin/users/{admin_sub}/sessions", headers=CSRF)
+        _problem(not_admin, 403, "forbidden")
+        without_csrf = await admin.get(f"{deployment.url}/api/admin/users/{sub}/sessions")
+        _problem(without_csrf, 403, "csrf_required")
+
+        # Force sign-out through the ingress: the guest's next API call is refused before Kryptos.
+        ended = await admin.delete(
+            f"{deployment.url}/api/admin/users/{sub}/sessions", headers=deployment.origin_headers
+        )
+        assert ended.status_code == 200, ended.text
+        assert ended.json() == {"sub": sub, "ended": 1}
+        after = await guest.get(f"{deployment.url}/api/v1/userinfo", headers=CSRF)
+        _problem(after, 401, "session_expired")
+        still = await admin.get(f"{deployment.url}/api/admin/users/{sub}/sessions", headers=CSRF)
+        assert still.json() == {"sub": sub, "sessions": []}
+    assert deployment.upstream.requests == []
+
+
+async def test_a_user_ends_their_other_sessions_through_the_ingress(deploy: Deploy) -> None:
+    deployment = deploy(**_users_of_this_test())
+    async with deployment.browser() as laptop, deployment.browser() as phone:
+        await deployment.sign_in(laptop, "guest")
+        await deployment.sign_in(phone, "guest")
+        listed = await laptop.get(f"{deployment.url}/auth/sessions", headers=CSRF)
+        assert listed.status_code == 200, deployment.output()
+        assert [s["current"] for s in listed.json()["sessions"]] == [True, False]
+        ended = await laptop.post(f"{deployment.url}/auth/sessions/end-others", headers=deployment.origin_headers)
+        assert ended.status_code == 200, ended.text
+        assert ended.json() == {"ended": 1}
+        refused = await phone.get(f"{deployment.url}/api/v1/userinfo", headers=CSRF)
+        _problem(refused, 401, "session_expired")
+        kept = await laptop.get(f"{deployment.url}/api/v1/userinfo", headers=CSRF)
+        assert kept.status_code == 200, kept.text
+    assert [r.path for r in deployment.upstream.requests] == [f"{DATA_API_PATH}/v1/userinfo"]
