@@ -1,5 +1,6 @@
-"""What the browser tests share: signing in through the emulator's page, the admin's limit form, the record
-of everything a page received, and same-origin calls made from inside a page.
+"""What the browser tests share: signing in through the emulator's page, the admin's limit form, the devices
+panel, the record of everything a page received (and the check that no secret is in it), and same-origin
+calls made from inside a page.
 
 Imported by the test modules only after they have checked that Chromium and Playwright are there.
 """
@@ -9,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from playwright.async_api import BrowserContext, Locator, Page, Request, Response, expect
 from playwright.async_api import Error as PlaywrightError
+
+from tests.e2e.conftest import DevServer
 
 SESSION_COOKIE = "bff-session"  # the plain-http name (`__Host-bff-session` behind https)
 CONNECT_COOKIE = "bff-connect"  # the browser's handle on its Kryptos Connect grant (`__Host-bff-connect` on https)
@@ -35,6 +40,45 @@ async def sign_in(page: Page, user: str) -> None:
     await page.get_by_role("button", name=user).click()
     await expect(page.locator("body")).to_have_attribute("data-state", "signed-in")
     await expect(page.get_by_test_id("user-name")).to_have_text(user)
+
+
+async def expect_signed_out(page: Page) -> None:
+    """The SPA shows its signed-out view: nobody's name in the header, a "Sign in" button."""
+    await expect(page.locator("body")).to_have_attribute("data-state", "signed-out")
+    await expect(page.get_by_test_id("sign-in")).to_be_visible()
+    await expect(page.get_by_test_id("user-name")).to_have_count(0)
+
+
+def session_rows(page: Page, table: str = "devices-table") -> Locator:
+    """The rows of the devices panel's table (or of the admin's force sign-out table: `force-table`)."""
+    return page.get_by_test_id(table).get_by_test_id("session-row")
+
+
+async def sign_in_alone(page: Page, user: str) -> str:
+    """Sign in, then end the user's other sessions, and return this one's handle once the devices panel lists
+    it alone.
+
+    `bff dev` keeps its sessions as long as it runs (the emulator's reset does not reach them): the sessions
+    earlier tests opened for the same user would otherwise show up in the list.
+    """
+    await sign_in(page, user)
+    answer = await fetch_json(page, "POST", "/auth/sessions/end-others")
+    assert answer["status"] == 200, answer
+    await page.get_by_test_id("devices-refresh").click()
+    rows = session_rows(page)
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_attribute("data-current", "true")
+    return await current_handle(page)
+
+
+async def current_handle(page: Page) -> str:
+    """The handle of the page's own session, as its devices panel lists it (the row marked "This device")."""
+    row = session_rows(page).and_(page.locator("[data-current=true]"))
+    await expect(row).to_have_count(1)
+    await expect(row.get_by_test_id("session-current")).to_have_text("This device")
+    handle = await row.get_attribute("data-handle")
+    assert handle is not None and re.fullmatch(r"[0-9a-f]{32}", handle), handle
+    return handle
 
 
 def grant_row(page: Page, *, grant_id: str | None = None, workspace_id: str | None = None) -> Locator:
@@ -126,3 +170,27 @@ class Traffic:
     def find(self, needle: str) -> list[str]:
         """Where `needle` appears in what was recorded."""
         return [where for where, text in self.texts if needle in text]
+
+
+def issued_secrets(bff_dev: DevServer) -> tuple[set[str], set[str]]:
+    """Access tokens and client secrets that reached the emulator's APIs, from its request log."""
+    log = httpx2.get(f"{bff_dev.emulator_control}/requests", params={"limit": 1000}, timeout=10).json()
+    tokens, secrets = set(), set()
+    for entry in log["requests"]:
+        authorization = entry["headers"].get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            tokens.add(authorization.split(" ", 1)[1])
+        if entry["headers"].get("x-client-secret"):
+            secrets.add(entry["headers"]["x-client-secret"])
+    return tokens, secrets
+
+
+def assert_no_secret(traffic: Traffic, secrets: Iterable[str]) -> None:
+    """Nothing the watched pages received carries one of `secrets`, a JWT or a token field."""
+    secrets = set(secrets)
+    assert traffic.texts, "nothing was recorded"
+    for where, text in traffic.texts:
+        for secret in secrets:
+            assert secret not in text, f"a token or the client secret reached the page: {where}"
+        assert not JWT.search(text), f"a JWT reached the page: {where}: {text[:300]}"
+        assert not TOKEN_KEYS.search(text), f"a token field reached the page: {where}: {text[:300]}"

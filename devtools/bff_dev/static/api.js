@@ -230,6 +230,14 @@ export const api = {
   setGrantLimit: (grantId, patch) =>
     request(`/api/developer/grants/${segment(grantId)}/transaction-limit`, { method: "PATCH", json: patch }),
   revokeGrant: (grantId) => request(`/api/developer/grants/${segment(grantId)}/revoke`, { method: "POST" }),
+  // "Your devices": the signed-in user's sessions, named by opaque handles (never a session id or a cookie).
+  sessions: (opts) => request("/auth/sessions", opts),
+  endSession: (handle) => request(`/auth/sessions/${segment(handle)}`, { method: "DELETE" }),
+  endOtherSessions: () => request("/auth/sessions/end-others", { method: "POST" }),
+  // Administrators: any user's sessions, by their `sub` (force sign-out).
+  userSessions: (sub, opts) => request(`/api/admin/users/${segment(sub)}/sessions`, opts),
+  endUserSessions: (sub) => request(`/api/admin/users/${segment(sub)}/sessions`, { method: "DELETE" }),
+  endUserSession: (sub, handle) => request(`/api/admin/users/${segment(sub)}/sessions/${segment(handle)}`, { method: "DELETE" }),
   // Kryptos Connect (Guests): the 15-year token stays in the BFF; the page only ever sees the one-time
   // link and public tokens, which are worthless once used.
   connectStatus: (opts) => request("/connect/status", { ...opts, notifyUnauthenticated: false }),

@@ -11,6 +11,7 @@ import { h, str, formatLimit, formatDateTime, formatTime, toDate, createErrorBan
 import { createIntegrations } from "./integrations.js";
 import { createAdmin } from "./admin.js";
 import { createConnect } from "./connect.js";
+import { createDevices, createForceSignOut } from "./devices.js";
 
 const LOGIN_ERRORS = {
   access_denied: "Sign-in was cancelled, or access was not granted. You can try again whenever you like.",
@@ -45,7 +46,7 @@ const SIGNED_OUT_KEY = "bff-demo.signed-out";
 const SIGNED_OUT_FRESH_MS = 10 * 60 * 1000;
 
 let auth = null; // the /auth/session answer while signed in with OpenID Connect
-let current = null; // the view on screen: { mode, session, integrations, admin, userinfoController, connectNode }
+let current = null; // the view on screen: { mode, session, integrations, admin, devices, forceSignOut, userinfoController, connectNode, profile }
 let checkSeq = 0;
 let checking = false; // a full check is running: it renders once both answers are in
 
@@ -146,6 +147,8 @@ function teardown() {
   if (current) {
     if (current.integrations) current.integrations.destroy();
     if (current.admin) current.admin.destroy();
+    if (current.devices) current.devices.destroy();
+    if (current.forceSignOut) current.forceSignOut.destroy();
     if (current.userinfoController) current.userinfoController.abort();
     if (current.connectNode) connect.unmount(current.connectNode);
   }
@@ -185,7 +188,7 @@ function showSignedOut(reason, focusButton) {
       connectNode,
     ),
   );
-  current = { mode: "signed-out", session: null, integrations: null, admin: null, userinfoController: null, connectNode, profile: null };
+  current = { mode: "signed-out", session: null, integrations: null, admin: null, devices: null, forceSignOut: null, userinfoController: null, connectNode, profile: null };
   connect.mount(connectNode);
   setState("signed-out");
   if (focusButton) button.focus();
@@ -308,7 +311,7 @@ function showMain(session) {
   const integrationsSection = h("section", { className: "card card-integrations", attrs: { "aria-label": "Integrations", "data-testid": "integrations-section" } });
   const sections = signedIn ? [profile, connectNode, integrationsSection] : [connectNode, profile, integrationsSection];
 
-  current = { mode: signedIn ? "signed-in" : "connected", session, integrations: null, admin: null, userinfoController: null, connectNode, profile };
+  current = { mode: signedIn ? "signed-in" : "connected", session, integrations: null, admin: null, devices: null, forceSignOut: null, userinfoController: null, connectNode, profile };
   renderProfile(profile, session, undefined);
   const mine = current;
   current.integrations = createIntegrations(integrationsSection, {
@@ -320,10 +323,20 @@ function showMain(session) {
   });
   connect.mount(connectNode);
 
+  if (signedIn) {
+    // Sessions of an OpenID Connect sign-in only: a Connect-only browser has nobody signed in to list.
+    const devicesSection = h("section", { className: "card card-devices", attrs: { "aria-label": "Your devices", "data-testid": "devices-section" } });
+    current.devices = createDevices(devicesSection);
+    sections.push(devicesSection);
+  }
+
   if (signedIn && session.is_admin === true) {
     const adminSection = h("section", { className: "card card-admin", attrs: { "aria-label": "Grants and transaction limits", "data-testid": "admin-section" } });
     current.admin = createAdmin(adminSection);
     sections.push(adminSection);
+    const forceSection = h("section", { className: "card card-admin", attrs: { "aria-label": "Force sign-out", "data-testid": "force-signout-section" } });
+    current.forceSignOut = createForceSignOut(forceSection);
+    sections.push(forceSection);
   }
 
   els.view.replaceChildren(h("div", { className: "stack" }, sections));
@@ -332,6 +345,7 @@ function showMain(session) {
   loadUserinfo(profile, session);
   current.integrations.load();
   if (current.admin) current.admin.load();
+  if (current.devices) current.devices.load();
 }
 
 // --- Page notice ("Signed out") -----------------------------------------------
@@ -423,7 +437,12 @@ async function checkState({ reason = "", justSignedOut = false } = {}) {
 onUnauthenticated((err) => {
   const wasSignedIn = auth !== null;
   auth = null;
-  const reason = err.code === "session_expired" ? "Your session has expired. Please sign in again." : wasSignedIn ? "You have been signed out." : "";
+  const reason =
+    err.code === "session_expired"
+      ? "Your session has ended: it expired, or it was signed out from another device. Please sign in again."
+      : wasSignedIn
+        ? "You have been signed out."
+        : "";
   render({ reason });
   // The browser may still hold a Connect grant, which the status call also resumes.
   connect.refresh();

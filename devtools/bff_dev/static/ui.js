@@ -152,10 +152,11 @@ export function idText(value, attrs = {}) {
 const ERROR_TEXT = {
   // BFF problem codes
   not_authenticated: "You are not signed in.",
-  session_expired: "Your session has expired. Please sign in again.",
+  session_expired: "Your session has ended: it expired, or it was signed out from another device. Please sign in again.",
+  session_not_found: "That session is not among the live sessions (it may have ended already). The list was refreshed.",
   csrf_required: "The request was blocked by the CSRF protection. Reload the page and try again.",
   forbidden: "You are not an administrator.",
-  limit_management_disabled: "Limit management is turned off on this server (no administrators configured).",
+  limit_management_disabled: "Administration (transaction limits, force sign-out) is turned off on this server: no administrators are configured.",
   upstream_unavailable: "The Kryptos API is unreachable right now. Please try again later.",
   upstream_timeout: "The Kryptos API took too long to answer. Please try again.",
   session_store_unavailable: "The session store is unavailable. Please try again in a moment.",
