@@ -311,16 +311,15 @@ class SessionManager:
                 if entry is None:
                     continue
             if entry.ends_at(self.lifetimes) <= now:
-                await self._ended_unseen(sub, member, handle, entry, now, in_request=True)
+                await self._ended_unseen(sub, member, handle, entry, now)
                 continue
             live.append(Listed(handle, public_handle(handle), entry))
         return live
 
-    async def _ended_unseen(
-        self, sub: str, member: str, handle: str, entry: IndexEntry, now: float, *, in_request: bool
-    ) -> None:
+    async def _ended_unseen(self, sub: str, member: str, handle: str, entry: IndexEntry, now: float) -> None:
         """A session the store expired on its own (idle or absolute end) leaves the index, and is recorded as
-        ended once: by whichever of a listing and the sweep removes its entry first."""
+        ended once: by whichever of a listing and the sweep removes its entry first. No request ended it (the
+        one that noticed is not its client), so the event names none."""
         await self._store.unschedule(SESSION_ENDS_KEY, f"{member} {sub}")
         if not await self._store.index_remove(subject_index_key(sub), member):
             return
@@ -330,7 +329,7 @@ class SessionManager:
             target={"sub": sub, "session": public_handle(handle)},
             reason="absolute" if now >= entry.expires_at else "idle",
             kind=entry.kind,
-            in_request=in_request,
+            in_request=False,
         )
 
     async def sweep_ended(self, *, limit: int = 500) -> int:
@@ -351,7 +350,7 @@ class SessionManager:
                 elif entry.ends_at(self.lifetimes) > now:  # used again after this was scheduled
                     await self._store.schedule(SESSION_ENDS_KEY, scheduled, entry.ends_at(self.lifetimes))
                 else:
-                    await self._ended_unseen(sub, handle, handle, entry, now, in_request=False)
+                    await self._ended_unseen(sub, handle, handle, entry, now)
             return len(due)
         finally:
             await self._store.delete_if_equal(SESSION_SWEEP_LOCK_KEY, owner)
