@@ -62,6 +62,7 @@ _COMPRESSED = b"z"  # plaintext marker; uncompressed records are JSON and start 
 LOGIN_STATE_TTL = 300  # 5 minutes: how long a started login may take (RFC 9700 §4.7.1 single-use state).
 TOMBSTONE = b"\x00ended"  # never a valid ciphertext (those start with a key id)
 TOMBSTONE_TTL = 150.0  # seconds; more than twice the longest a process may cache a session (60 s)
+_END_ATTEMPTS = 5  # reads of a session being ended while it keeps changing (refreshes landing) before giving up
 _LOGOUT_TOKEN_MEMORY = 900  # seconds a back-channel logout token's jti is remembered
 log = logging.getLogger("bff.sessions")
 
@@ -218,15 +219,36 @@ class SessionManager:
     ) -> Session | None:
         """End the session of ``handle``: a tombstone takes its place (every process drops its copy), it leaves
         its indexes, and the audit trail says why. With ``sub`` (or ``provider_sid``) only a session of that
-        subject (provider session) is ended: an index member never ends someone else's session."""
+        subject (provider session) is ended: an index member never ends someone else's session.
+
+        Returns what the session held (its tokens, for the caller to revoke) to exactly one caller: the
+        tombstone replaces only the very record that was read, so of two replicas ending it at once one gets
+        the session and the other None, and a refresh landing in between is read again and ended too."""
         key = session_key_for_handle(handle)
-        blob = await self._store.get(key)
-        session = self._decode(key, blob) if blob is not None and blob != TOMBSTONE else None
-        if session is None:
-            return None
-        if (sub and session.sub != sub) or (provider_sid and session.oidc_sid != provider_sid):
-            return None  # a hash collision or a stale member
-        await self._end(key, None)
+        for _ in range(_END_ATTEMPTS):
+            blob = await self._store.get(key)
+            if blob is None or blob == TOMBSTONE:
+                if sub:  # ended already; an ending that failed after its tombstone may have left the entry
+                    await self._forget(handle, sub, None)
+                return None
+            session = self._decode(key, blob)
+            if session is None:  # unreadable (a retired key, tampering): of no use to anyone, nothing to revoke
+                if await self._end(key, record_version(blob)) and sub:
+                    await self._forget(handle, sub, None)
+                return None
+            if (sub and session.sub != sub) or (provider_sid and session.oidc_sid != provider_sid):
+                return None  # a hash collision or a stale member
+            if await self._store.replace_if_unchanged(key, session.version, TOMBSTONE, ttl=TOMBSTONE_TTL):
+                break
+            # Changed since it was read: ended by someone else, or a refresh or sliding write landed. Again.
+        else:
+            raise SessionStoreUnavailable("The session kept changing while it was being ended; try again.")
+        try:
+            await self._changed(key, None)
+        except SessionStoreUnavailable:
+            # Ended (the tombstone is what every replica reads); only the notice to drop cached copies failed,
+            # and a replica that cannot hear the feed bypasses its cache (follow_changes).
+            log.warning("session ended but its change notice was not sent", extra={"reason": "redis"})
         await self._ended(handle, session, reason, actor)
         return session
 
@@ -237,7 +259,13 @@ class SessionManager:
             await self._ended(handle, session, "absolute" if now >= session.expires_at else "idle", None)
 
     async def _ended(self, handle: str, session: Session, reason: SignOutReason, actor: str | None) -> None:
-        await self._forget(handle, session.sub, session.oidc_sid)
+        """After the tombstone: what remains can fail without undoing the ending, so it never aborts it (the
+        caller still gets the session, whose tokens it revokes, and the ending is recorded)."""
+        try:
+            await self._forget(handle, session.sub, session.oidc_sid)
+        except SessionStoreUnavailable:
+            # The entry stays until the next ending by handle, a listing or the sweep drops it.
+            log.warning("session ended but not taken out of its indexes", extra={"reason": "redis"})
         audit.record(
             "sign_out",
             actor=actor,
