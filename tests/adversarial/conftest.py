@@ -7,6 +7,7 @@ OS processes (:mod:`tests.support.processes`). Every protection here has a test 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -117,3 +118,21 @@ async def peek(private_redis: PrivateRedis) -> Any:
     yield factory
     for store in stores:
         await store.aclose()
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[dict[str, Any]]]:
+    """The audit events recorded in this process (``record.audit``), in order."""
+    events: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(record.audit)  # type: ignore[attr-defined]
+
+    handler = Keep()
+    logger = logging.getLogger("bff.audit")
+    logger.addHandler(handler)
+    try:
+        yield events
+    finally:
+        logger.removeHandler(handler)

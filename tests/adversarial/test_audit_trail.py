@@ -14,7 +14,6 @@ import base64
 import hashlib
 import http.cookiejar
 import json
-import logging
 import re
 import secrets
 from collections import Counter
@@ -591,24 +590,6 @@ async def test_a_flood_from_one_address_is_one_event_and_from_many_at_most_the_c
     assert len(events) == TRAIL_PER_MINUTE  # 1 + 99 of the 150 forwarded addresses: the cap
     assert len(set(clients)) == TRAIL_PER_MINUTE and set(clients[1:]) <= set(addresses)
     assert not any(e["target"]["endpoint"] == "*" for e in events)  # the summary waits for the next minute
-
-
-@pytest.fixture
-def recorded() -> Iterator[list[dict[str, Any]]]:
-    """The audit events recorded in this process (``record.audit``), in order."""
-    events: list[dict[str, Any]] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            events.append(record.audit)  # type: ignore[attr-defined]
-
-    handler = Keep()
-    logger = logging.getLogger("bff.audit")
-    logger.addHandler(handler)
-    try:
-        yield events
-    finally:
-        logger.removeHandler(handler)
 
 
 def _refuse(trail: RefusalTrail, address: str, times: int, limit: Any = "address") -> None:

@@ -10,11 +10,10 @@ user's index entry) on a private Redis, so every Redis command the app issues ca
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -104,24 +103,6 @@ class Sessions:
 
     async def aclose(self) -> None:
         await self.store.aclose()
-
-
-@pytest.fixture
-def recorded() -> Iterator[list[dict[str, Any]]]:
-    """The audit events of the in-process app (``record.audit``), in order."""
-    events: list[dict[str, Any]] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            events.append(record.audit)  # type: ignore[attr-defined]
-
-    handler = Keep()
-    logger = logging.getLogger("bff.audit")
-    logger.addHandler(handler)
-    try:
-        yield events
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.fixture
