@@ -15,6 +15,16 @@ const MAX_SUB = 255;
 const COLUMNS = ["Device", "Kind", "Signed in", "Last active", ""];
 
 /** The well-formed entries of a listing (`{sessions: [...]}`), in the server's order. */
+// The "Sign out" button of one session's row, in both panels.
+function signOutButton(device, testid) {
+  return h("button", {
+    type: "button",
+    className: "btn btn-small btn-danger-ghost",
+    text: "Sign out",
+    attrs: { "data-testid": testid, "aria-label": `Sign out ${device}` },
+  });
+}
+
 export function sessionsOf(body) {
   const list = body && Array.isArray(body.sessions) ? body.sessions : [];
   return list.filter((s) => s && typeof s === "object" && typeof s.handle === "string" && HANDLE.test(s.handle));
@@ -203,12 +213,7 @@ export function createDevices(container) {
   function endButton(entry) {
     if (entry.current === true) return null;
     const device = str(entry.device) || "Unknown device";
-    const button = h("button", {
-      type: "button",
-      className: "btn btn-small btn-danger-ghost",
-      text: "Sign out",
-      attrs: { "data-testid": "session-end", "aria-label": `Sign out ${device}` },
-    });
+    const button = signOutButton(device, "session-end");
     button.addEventListener("click", () =>
       run(button, "Signing out…", () => api.endSession(entry.handle), (n) => `Signed out ${plural(n, "device", "devices")} (${device}).`),
     );
@@ -360,12 +365,7 @@ export function createForceSignOut(container) {
   function endButton(entry) {
     const sub = shown;
     const device = str(entry.device) || "Unknown device";
-    const button = h("button", {
-      type: "button",
-      className: "btn btn-small btn-danger-ghost",
-      text: "Sign out",
-      attrs: { "data-testid": "force-end", "aria-label": `Sign out ${device}` },
-    });
+    const button = signOutButton(device, "force-end");
     button.addEventListener("click", () =>
       run(sub, () => api.endUserSession(sub, entry.handle), (n) => `Signed out ${plural(n, "session", "sessions")} (${device}).`),
     );
