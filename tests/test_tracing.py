@@ -17,18 +17,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from starlette.applications import Starlette
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff import tracing
 from bff.sessions.store import session_handle
-from bff_dev.emulator import EmulatorConfig, create_emulator_app
+from tests.support.emulator_tap import EmulatorTap
 from tests.support.otlp_receiver import CLIENT, SERVER, OtlpReceiver, ReceivedSpan
 from tests.support.processes import Cluster, Replica, expire_access_token, start_cluster_on
 
@@ -56,51 +54,10 @@ ALLOWED_ATTRIBUTES = {
 
 
 @dataclass
-class TapLog:
-    """What the emulator received (path, traceparent) and the bodies its token endpoint answered with."""
-
-    seen: list[tuple[str, str | None]] = field(default_factory=list)
-    token_bodies: list[bytes] = field(default_factory=list)
-
-    def traceparents(self, path_end: str) -> list[str]:
-        return [tp for path, tp in self.seen if path.endswith(path_end) and tp is not None]
-
-    def issued(self) -> set[str]:
-        found: set[str] = set()
-        for body in self.token_bodies:
-            answer = json.loads(body)
-            found.update(str(answer[k]) for k in ("access_token", "refresh_token", "id_token") if answer.get(k))
-        return found
-
-
-class _Tap:
-    def __init__(self, app: ASGIApp, log: TapLog) -> None:
-        self.app = app
-        self.log = log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        traceparent = dict(scope["headers"]).get(b"traceparent")
-        self.log.seen.append((scope["path"], traceparent.decode() if traceparent else None))
-        chunks: list[bytes] = []
-
-        async def keep(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body") and scope["path"].endswith("/token"):
-                    self.log.token_bodies.append(b"".join(chunks))
-            await send(message)
-
-        await self.app(scope, receive, keep)
-
-
-@dataclass
 class Traced:
     cluster: Cluster
     receiver: OtlpReceiver
-    tap: TapLog
+    tap: EmulatorTap
 
     @property
     def untrusting(self) -> Replica:
@@ -130,12 +87,7 @@ class Traced:
 def traced(redis_url: str) -> Iterator[Traced]:
     """An emulator (behind the tap) and traced ``bff serve`` replicas exporting to one receiver."""
     receiver = OtlpReceiver().start()
-    tap = TapLog()
-
-    def tapped_emulator(config: EmulatorConfig) -> Starlette:
-        app = create_emulator_app(config)
-        app.add_middleware(_Tap, log=tap)
-        return app
+    tap = EmulatorTap()
 
     env = {
         "BFF_LOG_LEVEL": "info",  # the access lines
@@ -143,7 +95,7 @@ def traced(redis_url: str) -> Iterator[Traced]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "50",  # ms: spans reach the receiver soon after each request
     }
-    cluster = start_cluster_on(tapped_emulator, redis_url, replicas=0, overrides=env)
+    cluster = start_cluster_on(tap.app, redis_url, replicas=0, overrides=env)
     try:
         cluster.start_replica()
         yield Traced(cluster, receiver, tap)

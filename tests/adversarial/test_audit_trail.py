@@ -35,12 +35,12 @@ from tests.support.audit_trail import (
     AUDIT_KEYS,
     EVENT_FIELDS,
     TARGET_KEYS,
-    EmulatorTap,
     SplitReplica,
     audit_events,
     start_split_replica,
 )
 from tests.support.clock import Clock
+from tests.support.emulator_tap import EmulatorTap
 from tests.support.processes import CLIENT_ID, Cluster, expire_access_token, start_cluster_on
 
 APP_URI = "com.example.app:/oauth2redirect"
