@@ -25,6 +25,21 @@ function signOutButton(device, testid) {
   });
 }
 
+// What an ending call answered, in both panels: "Signed out n …" in `result`, or the error in `error`. Nothing
+// once the panel is gone, and nothing for a 401: the page shows itself signed out then.
+async function showEnding(call, success, result, error, gone) {
+  try {
+    const body = await call();
+    if (gone()) return;
+    const n = body && Number.isInteger(body.ended) ? body.ended : 0;
+    error.hide();
+    result.show("success", success(n));
+  } catch (err) {
+    if (gone() || isAbort(err) || (err && err.status === 401)) return;
+    error.show(err, "Not signed out.");
+  }
+}
+
 export function sessionsOf(body) {
   const list = body && Array.isArray(body.sessions) ? body.sessions : [];
   return list.filter((s) => s && typeof s === "object" && typeof s.handle === "string" && HANDLE.test(s.handle));
@@ -234,14 +249,7 @@ export function createDevices(container) {
     button.textContent = pending;
     result.clear();
     try {
-      const body = await call();
-      if (destroyed) return;
-      const n = body && Number.isInteger(body.ended) ? body.ended : 0;
-      error.hide();
-      result.show("success", success(n));
-    } catch (err) {
-      if (destroyed || isAbort(err) || (err && err.status === 401)) return; // 401: the page is signed out now
-      error.show(err, "Not signed out.");
+      await showEnding(call, success, result, error, () => destroyed);
     } finally {
       busy = false;
       if (!destroyed) {
@@ -422,14 +430,7 @@ export function createForceSignOut(container) {
     setControls(true, false);
     result.clear();
     try {
-      const body = await call();
-      if (destroyed) return;
-      const n = body && Number.isInteger(body.ended) ? body.ended : 0;
-      error.hide();
-      result.show("success", success(n));
-    } catch (err) {
-      if (destroyed || isAbort(err) || (err && err.status === 401)) return;
-      error.show(err, "Not signed out.");
+      await showEnding(call, success, result, error, () => destroyed);
     } finally {
       busy = false;
       if (!destroyed) load(sub, { keepResult: true });
