@@ -210,8 +210,12 @@ async def test_ending_every_other_session_of_a_user_with_500_ends_499_and_revoke
         assert warm.status_code == 200, warm.text
         recorded.clear()
         started = time.perf_counter()
+        # 998 revocations at an emulator in this same process: seconds on an idle machine, more than the
+        # client's usual 15 s on a loaded one. Bounded, and no time is asserted (the print below tells it).
         ended = await client.post(
-            f"{stack.url}/auth/sessions/end-others", headers={**sessions.cookie(caller), "Origin": stack.url}
+            f"{stack.url}/auth/sessions/end-others",
+            headers={**sessions.cookie(caller), "Origin": stack.url},
+            timeout=120,
         )
         took = time.perf_counter() - started
         assert (ended.status_code, ended.json()) == (200, {"ended": 499}), ended.text
