@@ -1,8 +1,9 @@
 """``create_app(settings)``: every route, the middleware and the lifespan, in one place.
 
 One middleware, :class:`bff.web.edge.EdgeMiddleware` (forwarded headers, request id, security headers, access
-log and metrics, path guard, CSRF, the Redis budget), then the router. The forwarded API routes come first
-in the route list: they are the hot path, and Starlette tries routes in order.
+log and metrics, path guard, CSRF, the Redis budget), then the router. The hot path skips the router: the
+edge calls the routes :func:`direct_routes` lists itself, by method and exact path. The forwarded API routes
+also come first in the route list, since Starlette tries routes in order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from bff.config import Settings
 from bff.errors import BffError, MethodNotAllowed, NotFound, error_response
 from bff.proxy.forwarder import proxy_routes
+from bff.proxy.routes import ROUTES
 from bff.routes import auth, backchannel, connect, health, mobile, sessions, verify
 from bff.services.container import open_services
 from bff.sessions.store import KeyValueStore
@@ -59,6 +61,19 @@ def routes() -> list[BaseRoute]:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
     ]
+
+
+def direct_routes(table: Sequence[BaseRoute]) -> dict[tuple[str, str], Route]:
+    """(method, path) → route, for the routes the edge calls without the router: the forwarded API calls
+    without path parameters and ``/auth/verify``, each a plain ASGI endpoint (so no per-route wrapper is
+    skipped). Any method a route lacks goes through the router, which answers 405."""
+    hot = {*(r.path for r in ROUTES if "{" not in r.path), verify.PREFIX}
+    return {
+        (method, route.path): route
+        for route in table
+        if isinstance(route, Route) and route.path in hot
+        for method in route.methods or ()
+    }
 
 
 async def _bff_error(request: Request, exc: Exception) -> Response:
@@ -107,9 +122,10 @@ def create_app(
             gc.freeze()
             yield
 
+    table = [*routes(), *extra_routes]
     app = Starlette(
-        routes=[*routes(), *extra_routes],
-        middleware=[Middleware(EdgeMiddleware, settings=settings)],
+        routes=table,
+        middleware=[Middleware(EdgeMiddleware, settings=settings, direct=direct_routes(table))],
         exception_handlers={BffError: _bff_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )

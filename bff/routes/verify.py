@@ -34,6 +34,7 @@ from urllib.parse import unquote
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from bff import audit
 from bff.errors import BadRequest, Forbidden, NotFound
@@ -48,11 +49,20 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _MAX_METHOD = 16
 
 
-async def verify(request: Request) -> Response:
-    try:
-        return await _verify(request)
-    except BadRequest as exc:  # what the proxy answers 400 is a refusal here: 403, same code and detail
-        raise Forbidden(exc.detail, code=exc.code, extra=exc.extra) from None
+class _Endpoint:
+    """A plain ASGI endpoint (not a request/response function), like the forwarder's: Starlette adds no
+    per-route exception wrapper, and the edge may call it directly (:func:`bff.app.direct_routes`). An
+    ingress asks this before every API call."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await _verify(Request(scope, receive))
+        except BadRequest as exc:  # what the proxy answers 400 is a refusal here: 403, same code and detail
+            raise Forbidden(exc.detail, code=exc.code, extra=exc.extra) from None
+        await response(scope, receive, send)
+
+
+verify = _Endpoint()
 
 
 async def _verify(request: Request) -> Response:

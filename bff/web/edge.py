@@ -19,22 +19,28 @@ upstream call is in flight, as :mod:`bff.web.protocol` reports) is not a server 
 the metrics say 499 with ``outcome: client_closed``, and nothing is logged at error level.
 
 They are one layer rather than four middlewares because this is the hot path: the headers are read
-once, and each extra ASGI layer costs a coroutine and a copy of the header list per request.
+once, and each extra ASGI layer costs a coroutine and a copy of the header list per request. For the same
+reason the hot routes (``direct``: the forwarded API calls without path parameters and ``/auth/verify``,
+:func:`bff.app.routes`) are called from here, by method and exact path, rather than through Starlette's
+router and its per-request exception wrapper; their errors get the same answer the app's handler gives.
+Everything else, and any other method on those paths, goes through the router.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from itertools import chain
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bff import audit, tracing
 from bff.config import Settings
-from bff.errors import BadRequest, HeaderFieldsTooLarge, error_response
+from bff.errors import BadRequest, BffError, HeaderFieldsTooLarge, error_response
 from bff.logs import request_id_var
 from bff.sessions.store import RedisBudget, redis_budget
 from bff.web.access_log import RequestRecorder, request_id_for, response_headers
@@ -84,8 +90,9 @@ def noncanonical_path() -> BadRequest:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, direct: Mapping[tuple[str, str], Route] = {}) -> None:
         self.app = app
+        self.direct = dict(direct)  # (method, path) → a route whose endpoint is a plain ASGI app
         self.forwarded = ForwardedHeaders(settings.trusted_proxies)
         self.csrf = CsrfPolicy(settings.effective_allowed_origins)
         self.recorder = RequestRecorder()
@@ -115,7 +122,7 @@ class EdgeMiddleware:
             state["trace_id"], state["span_id"] = span.trace_id, span.span_id
         budget_token = redis_budget.set(RedisBudget(self.redis_timeout))
         started = time.perf_counter()
-        status = 500
+        status = 0  # until the answer starts; a request that ends without one is recorded as a 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -130,11 +137,21 @@ class EdgeMiddleware:
             )
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
+            elif (route := self.direct.get((scope["method"], scope["path"]))) is not None:
+                scope["route"] = route
+                scope["path_params"] = {}
+                try:
+                    await route.app(scope, receive, send_wrapper)
+                except BffError as exc:  # as the app's handler answers it (bff.app), unless the answer began
+                    if status:
+                        raise RuntimeError("Caught handled exception, but response already started.") from exc
+                    await error_response(exc)(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except ClientDisconnect:  # the client hung up mid-body: nothing to answer, nothing went wrong here
             status = CLIENT_CLOSED
         finally:
+            status = status or 500
             if status == CLIENT_CLOSED or _client_gone(scope):
                 status = CLIENT_CLOSED
                 scope["state"]["outcome"] = "client_closed"
