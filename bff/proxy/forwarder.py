@@ -20,8 +20,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
-from yarl import URL
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bff import audit, metrics
 from bff.errors import BadRequest, BffError, MethodNotAllowed, session_expired
@@ -32,16 +31,17 @@ from bff.services.upstream import Answer, Upstream
 from bff.web.request import BodyTooLarge, media_type, read_limited, require_admin, require_session, services
 
 # Request headers the SPA may pass on; everything else is dropped (allow-list, not deny-list).
-_FORWARD_UP = ("accept", "accept-language", "accept-encoding", "content-type")
+_FORWARD_UP = {name.encode(): name for name in ("accept", "accept-language", "accept-encoding", "content-type")}
 # Response headers that may come back. Never Set-Cookie, never hop-by-hop.
 _PASS_BACK = frozenset(
-    {"content-type", "content-encoding", "content-language", "retry-after", "etag", "last-modified", "vary"}
+    {b"content-type", b"content-encoding", b"content-language", b"retry-after", b"etag", b"last-modified", b"vary"}
 )
-_PASS_BACK_PREFIXES = ("ratelimit", "x-ratelimit")
+_PASS_BACK_PREFIXES = (b"ratelimit", b"x-ratelimit")
+_NO_STORE = (b"cache-control", b"no-store")
 _BUFFER_LIMIT = 256 * 1024  # bodies up to this size are read at once; larger ones stream
 
 
-async def forward(svc: Services, request: Request, route: ForwardRoute) -> Response:
+async def forward(svc: Services, request: Request, route: ForwardRoute) -> ASGIApp:
     current = await require_session(request)
     state = request.scope["state"]
     if route.access == "admin":
@@ -50,11 +50,15 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> Respo
     query = validate_query(route, request.query_params)
     raw_body = await _read_body(request) if _has_body(request) else b""
     body = validate_body(route, media_type(request), raw_body)
-    # The query is rebuilt from validated values and encoded once here; yarl is told not to re-encode.
+    # The query is rebuilt from validated values and encoded once, here.
     upstream = svc.upstream
     url = upstream.bases[route.upstream] + route.upstream_path.format(**path_params)
-    target = URL(f"{url}?{urlencode(query)}" if query else url, encoded=True)
-    headers = {k: request.headers[k] for k in _FORWARD_UP if k in request.headers}
+    target = f"{url}?{urlencode(query)}" if query else url
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in request.scope["headers"]:  # the first of each, as Starlette's Headers reads it
+        name = _FORWARD_UP.get(raw_name)
+        if name is not None and name not in headers:
+            headers[name] = raw_value.decode("latin-1")
     if route.grant_facts is not None:
         headers.pop("accept-encoding", None)  # bff reads this answer: it must come back unencoded
     headers.update(svc.client_headers)
@@ -131,8 +135,7 @@ async def _change_limit(
 
 async def _read_whole(answer: Answer) -> tuple[dict[str, str], bytes]:
     """An answer bff reads (asked for unencoded, ``accept-encoding`` dropped), for the administrator's routes."""
-    headers = _response_headers(answer)
-    headers.pop("content-encoding", None)
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in _passed_back(answer) if k != b"content-encoding"}
     return headers, await Upstream.read(answer)
 
 
@@ -173,17 +176,35 @@ async def _read_body(request: Request) -> bytes:
         raise BadRequest("The request body is too large.", code="invalid_body") from None
 
 
-def _response_headers(answer: Answer) -> dict[str, str]:
-    headers = {
-        k: v for k, v in answer.headers.items() if (lk := k.lower()) in _PASS_BACK or lk.startswith(_PASS_BACK_PREFIXES)
-    }
-    headers["Cache-Control"] = "no-store"
+def _passed_back(answer: Answer) -> list[tuple[bytes, bytes]]:
+    """The answer's headers the browser may see, plus ``Cache-Control: no-store``."""
+    headers = [(k, v) for k, v in answer.headers if k in _PASS_BACK or k.startswith(_PASS_BACK_PREFIXES)]
+    headers.append(_NO_STORE)
     return headers
 
 
-async def _to_response(answer: Answer) -> Response:
-    headers = _response_headers(answer)
+class _Buffered:
+    """An upstream answer read whole, sent as it is: the header list is built once, with no dict between."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        if status >= 200 and status not in (204, 304):  # RFC 9110 §8.6: those never carry a Content-Length
+            headers.append((b"content-length", str(len(body)).encode()))
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _to_response(answer: Answer) -> ASGIApp:
+    headers = _passed_back(answer)
     length = answer.content_length
     if length is not None and length <= _BUFFER_LIMIT:
-        return Response(await Upstream.read(answer), status_code=answer.status, headers=headers)
-    return StreamingResponse(Upstream.stream(answer), status_code=answer.status, headers=headers)
+        return _Buffered(answer.status, headers, await Upstream.read(answer))
+    response = StreamingResponse(Upstream.stream(answer), status_code=answer.status)
+    response.raw_headers = headers
+    return response

@@ -26,8 +26,6 @@ import re
 import secrets
 from typing import Any
 
-from yarl import URL
-
 from bff import metrics
 from bff.config import Settings
 from bff.errors import BadGateway, BadRequest, BffError, Forbidden, NotFound, connect_revoked, session_expired
@@ -89,7 +87,7 @@ class ConnectService:
 
     async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST ``body`` to the Connect API; its status and JSON object (502 ``connect_failed`` when not JSON)."""
-        url = URL(self._upstream.bases["connect"] + path)
+        url = self._upstream.bases["connect"] + path
         raw_body = json.dumps(body, separators=(",", ":")).encode()
         answer = await self._upstream.send("connect", "POST", url, self._headers, raw_body)
         status = answer.status
