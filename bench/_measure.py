@@ -16,8 +16,15 @@ from bench._procs import cpu_seconds, machine_busy_seconds
 # Commands that change nothing; anything else a run causes counts as a write (conservative on purpose).
 _READ_ONLY = frozenset(
     {"get", "mget", "exists", "ttl", "pttl", "type", "ping", "info", "memory", "dbsize", "scan", "hello", "select"}
-    | {"client", "command", "config", "echo", "time"}
+    | {"client", "command", "config", "echo", "time", "strlen", "getrange"}
+    | {"hget", "hmget", "hgetall", "hlen", "hexists", "zrange", "zrangebyscore", "zscore", "zcard", "zcount"}
+    | {"smembers", "sismember", "scard", "lrange", "llen", "subscribe", "unsubscribe", "psubscribe", "punsubscribe"}
 )
+
+
+def is_write(command: str) -> bool:
+    """Whether a command (as ``INFO commandstats`` names it, ``client|setname`` too) may change data."""
+    return command.split("|")[0] not in _READ_ONLY
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class Target:
     front: str  # the process this target is about: upstream, nginx or bff
     pids: Mapping[str, int]  # every process taking part, by name (the front one included)
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request besides X-CSRF, Accept and the cookie
+    cookies: Path | None = None  # this target's own cookie file (the Node BFF's sessions), else the run's
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,11 @@ class Run:
     redis_writes: int
     redis_gets: int
     redis_commands: dict[str, int] = field(default_factory=dict)
+    # Redis traffic during the run (INFO stats total_net_input_bytes / total_net_output_bytes): every client's,
+    # the bench's own two INFO calls included (a few KiB per run).
+    redis_bytes_in: int = 0
+    redis_bytes_out: int = 0
+    front: str = ""  # the process the target is about (Target.front)
     # CPU the rest of the machine used during the run, in cores (busy time not ours ÷ wall time): other
     # workloads on a shared machine skew every number, so each run says how much there was.
     foreign_cores: float = 0.0
@@ -92,6 +105,12 @@ def command_calls(redis: Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
+def net_bytes(redis: Redis) -> tuple[int, int]:
+    """Bytes Redis has read from and written to all its clients since it started."""
+    stats: dict[str, Any] = redis.info("stats")
+    return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
+
+
 def measure(
     loadgen: LoadGenerator,
     redis: Redis,
@@ -106,7 +125,9 @@ def measure(
     quiet: Quiet | None = None,
 ) -> Run:
     waited = quiet.wait() if quiet is not None else 0.0
+    cookies = target.cookies or cookies
     commands_before = command_calls(redis)
+    bytes_before = net_bytes(redis)
     cpu_before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
     busy_before = machine_busy_seconds()
     load = loadgen.run(
@@ -121,9 +142,10 @@ def measure(
     )
     busy = machine_busy_seconds() - busy_before
     cpu_after = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+    bytes_after = net_bytes(redis)
     commands_after = command_calls(redis)
     delta = {k: v - commands_before.get(k, 0) for k, v in commands_after.items() if v != commands_before.get(k, 0)}
-    delta["info"] = delta.get("info", 1) - 1  # our own INFO before the run
+    delta["info"] = delta.get("info", 3) - 3  # ours: INFO commandstats before, INFO stats before and after
     delta = {k: v for k, v in delta.items() if v}
     per_request = max(load.requests, 1)
     ours = sum(cpu_after[name] - cpu_before[name] for name in target.pids)
@@ -133,9 +155,12 @@ def measure(
         connections=connections,
         load=load,
         cpu_us={name: (cpu_after[name] - cpu_before[name]) * 1e6 / per_request for name in target.pids},
-        redis_writes=sum(v for k, v in delta.items() if k.split("|")[0] not in _READ_ONLY),
+        redis_writes=sum(v for k, v in delta.items() if is_write(k)),
         redis_gets=delta.get("get", 0),
         redis_commands=delta,
+        redis_bytes_in=bytes_after[0] - bytes_before[0],
+        redis_bytes_out=bytes_after[1] - bytes_before[1],
+        front=target.front,
         waited_s=waited,
         foreign_cores=max(0.0, busy - ours - load.loadgen_cpu_s) / load.duration_s if load.duration_s else 0.0,
     )

@@ -1,7 +1,9 @@
-"""The processes under test: Redis, the upstream, the Kryptos emulator, ``bff serve`` and (if any) nginx.
+"""The processes under test: Redis, the upstream, the Kryptos emulator, ``bff serve``, and the peers: the Node
+BFF (:mod:`bench._node`, when node and npm are installed) and nginx (when installed).
 
 The emulator is the BFF's OpenID provider so that ``/readyz`` is real (metadata loaded, Redis answering);
-it is idle during the load runs. The BFF's data API is the fixed upstream of :mod:`bench.upstream`.
+it is idle during the load runs. The BFF's data API is the fixed upstream of :mod:`bench.upstream`; the Node
+BFF proxies to the same upstream and keeps its sessions in the same Redis.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import _node
 from bench._procs import Processes, Server
 from bff.config import Settings, load_settings
 from tests.support.redis_server import free_port, redis_server_args
@@ -34,6 +37,10 @@ class Stack:
     # nginx's other listeners, in front of the bff at log level warning: "bff" (proxy_pass to bff, which
     # proxies) and "ext-authz" (auth_request to bff's /auth/verify, then proxy_pass to the upstream itself)
     nginx_ports: dict[str, int] = field(default_factory=dict)
+    bff_workers: Server | None = None  # `bff serve --workers 2` at log level warning, when asked for
+    node: Server | None = None  # the Node BFF peer, unless skipped
+    node_secret: str = ""  # its express-session secret (signs the `sid` cookies)
+    node_skipped: str | None = None  # why the Node BFF is not running, when asked for and it is not
 
     @property
     def bff(self) -> Server:
@@ -143,7 +150,30 @@ def bff_env(
     return env
 
 
-def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | None) -> Stack:
+def _node_problem() -> str | None:
+    """Why the Node BFF cannot run here (node or npm missing, or ``npm ci`` failed), else None."""
+    reason = _node.unavailable()
+    if reason is not None:
+        return reason
+    try:
+        _node.install()
+    except RuntimeError as err:
+        return str(err)
+    return None
+
+
+def start_stack(
+    procs: Processes,
+    tmp: Path,
+    *,
+    info_log: bool,
+    nginx: str | None,
+    workers2: bool = False,
+    node: bool = False,
+) -> Stack:
+    """Start every process (the bff at log level warning always; at info, with 2 workers, the Node BFF and
+    nginx when asked for) and wait until each answers."""
+    node_skipped = _node_problem() if node else None
     python = sys.executable
     redis_port = free_port()
     redis = procs.start(
@@ -165,9 +195,10 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
     client_secret = secrets.token_urlsafe(24)
     levels = ["warning", "info"] if info_log else ["warning"]
     bff_ports = {level: free_port() for level in levels}
+    workers_port = free_port() if workers2 else 0
     emulator_args = [python, "-m", "bff", "emulator", "--host", "127.0.0.1", "--port", str(emulator_port)]
     emulator_args += ["--client-id", CLIENT_ID]
-    for port in bff_ports.values():
+    for port in [*bff_ports.values(), *([workers_port] if workers_port else [])]:
         emulator_args += ["--redirect-uri", f"http://127.0.0.1:{port}/auth/callback"]
     emulator = procs.start(
         Server(
@@ -184,6 +215,24 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
         envs[level] = bff_env(port, emulator_port, upstream_port, redis_url, client_secret, level)
         args = [python, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         bffs[level] = Server(f"bff ({level})", args, port, tmp / f"bff-{level}.log", env=envs[level])
+    bff_workers = None
+    if workers_port:
+        env = bff_env(workers_port, emulator_port, upstream_port, redis_url, client_secret, "warning")
+        args = [python, "-m", "bff", "serve", "--host", "127.0.0.1", "--port", str(workers_port), "--workers", "2"]
+        bff_workers = Server("bff (2 workers)", args, workers_port, tmp / "bff-workers.log", env=env)
+    node_secret = secrets.token_urlsafe(32)
+    node_server = None
+    if node and node_skipped is None:
+        node_port = free_port()
+        node_server = _node.server(
+            node_port,
+            redis_url,
+            upstream_port,
+            tmp / "node.log",
+            secret=node_secret,
+            client_id=CLIENT_ID,
+            client_secret=client_secret,
+        )
     nginx_server = None
     nginx_ports: dict[str, int] = {}
     if nginx:
@@ -198,15 +247,38 @@ def start_stack(procs: Processes, tmp: Path, *, info_log: bool, nginx: str | Non
     redis.wait_tcp(timeout=_STARTUP_TIMEOUT)
     upstream.wait_http("/healthz", timeout=_STARTUP_TIMEOUT)
     emulator.wait_http("/oidc/.well-known/openid-configuration", timeout=_STARTUP_TIMEOUT)
-    for server in bffs.values():
+    every_bff = [*bffs.values(), *([bff_workers] if bff_workers else [])]
+    for server in every_bff:
         procs.start(server)
-    for server in bffs.values():
+    if node_server is not None:
+        procs.start(node_server)
+    for server in every_bff:
         server.wait_http("/readyz", timeout=_STARTUP_TIMEOUT)
+    if node_server is not None:
+        try:
+            node_server.wait_http("/healthz", timeout=_STARTUP_TIMEOUT)
+        except RuntimeError as err:  # a peer that does not start is reported, not fatal
+            node_server.stop()
+            node_server, node_skipped = None, f"the Node BFF did not start: {err}"
     if nginx_server is not None:
         procs.start(nginx_server)
         nginx_server.wait_http("/healthz", timeout=_STARTUP_TIMEOUT)
     settings = load_settings(envs["warning"])
-    return Stack(redis, upstream, emulator, bffs, nginx_server, settings, redis_url, envs["warning"], nginx_ports)
+    return Stack(
+        redis,
+        upstream,
+        emulator,
+        bffs,
+        nginx_server,
+        settings,
+        redis_url,
+        envs["warning"],
+        nginx_ports,
+        bff_workers=bff_workers,
+        node=node_server,
+        node_secret=node_secret,
+        node_skipped=node_skipped,
+    )
 
 
 def find_nginx(explicit: str | None) -> str | None:
