@@ -196,7 +196,7 @@ def configure_logging(level: str, fmt: str, audit: str = "stderr") -> None:
 def quiet_library_loggers() -> None:
     """HTTP client libraries log full URLs (authorization codes) and headers at INFO/DEBUG: keep them quiet
     whatever BFF_LOG_LEVEL says."""
-    for name in ("httpx2", "httpcore2", "hpack", "aiohttp.client"):
+    for name in ("httpx2", "httpcore2", "hpack"):
         logging.getLogger(name).setLevel("WARNING")
 
 
