@@ -18,7 +18,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Message
 
-from bff.app import create_app
+from bff.app import create_app, direct_routes, routes
 from bff.logs import JsonFormatter
 from tests.support.settings import minimal_settings
 
@@ -133,3 +133,33 @@ async def test_no_answer_is_built_from_the_host_header(app: Starlette) -> None:
             assert r.status_code == 404, (path, r.status_code, r.headers)
             assert r.json()["code"] == "not_found"
             assert "evil.example" not in str(r.headers).lower() + r.text
+
+
+async def test_the_hot_routes_are_called_by_the_edge_itself(app: Starlette, caplog: pytest.LogCaptureFixture) -> None:
+    # The forwarded calls without path parameters and /auth/verify skip Starlette's router (bff.app.direct_routes):
+    # with the router's own entry for the API call taken away, GET still reaches the forwarder; any other method
+    # still goes to the router, which now knows no such path.
+    assert {path for _, path in direct_routes(routes())} == {
+        "/api/v1/integrations",
+        "/api/v1/userinfo",
+        "/api/developer/grants",
+        "/auth/verify",
+    }
+    caplog.set_level(logging.INFO, logger="bff.access")
+    async with _client(app) as client:
+        before = await client.post("/api/v1/integrations", headers={"X-CSRF": "1"})
+        app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/api/v1/integrations"]
+        direct = await client.get("/api/v1/integrations", headers={"X-CSRF": "1"})
+        routed = await client.post("/api/v1/integrations", headers={"X-CSRF": "1"})
+    assert before.status_code == 405  # the router's answer
+    assert set(before.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    # A BffError on the direct path is answered as the app's handler answers it.
+    assert direct.status_code == 401
+    assert direct.headers["content-type"] == "application/problem+json"
+    assert direct.json()["code"] == "not_authenticated"
+    assert routed.status_code == 404
+    assert [(e["route"], e["status"]) for e in _access(caplog)] == [
+        ("/api/v1/integrations", 405),
+        ("/api/v1/integrations", 401),
+        ("unmatched", 404),
+    ]
