@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,34 @@ def interleaved(targets: Sequence[Target], rounds: int) -> Iterator[tuple[int, T
         shift = (round_no - 1) % len(targets)
         for target in [*targets[shift:], *targets[:shift]]:
             yield round_no, target
+
+
+def measure_rounds(
+    loadgen: LoadGenerator,
+    redis: Redis,
+    targets: Sequence[Target],
+    *,
+    rounds: int,
+    connections: int,
+    duration: float,
+    cookies: Path | None,
+    quiet: Quiet | None,
+    before: Callable[[Target], None] | None = None,
+) -> Iterator[Run]:
+    """Every target once per round, in :func:`interleaved` order, ``before(target)`` ahead of each run."""
+    for round_no, target in interleaved(targets, rounds):
+        if before is not None:
+            before(target)
+        yield measure(
+            loadgen,
+            redis,
+            target,
+            round_no=round_no,
+            connections=connections,
+            duration=duration,
+            cookies=cookies,
+            quiet=quiet,
+        )
 
 
 def command_calls(redis: Redis) -> dict[str, int]:

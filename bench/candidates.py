@@ -40,7 +40,7 @@ from pathlib import Path
 from redis import Redis
 
 from bench._load import BENCH_DIR, LoadGenerator
-from bench._measure import Quiet, Run, Target, interleaved, measure
+from bench._measure import Quiet, Run, Target, measure, measure_rounds
 from bench._procs import Processes, Server
 from bench._report import machine
 from bench._seed import Seeder
@@ -194,22 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         targets = _targets(variants, stack, paths)
         for target in targets:  # warm-up
             measure(loadgen, redis, target, round_no=0, connections=args.connections, duration=2, cookies=cookies)
-        for round_no, target in interleaved(targets, args.rounds):
-            asyncio.run(seeder.touch())
-            run = measure(
-                loadgen,
-                redis,
-                target,
-                round_no=round_no,
-                connections=args.connections,
-                duration=args.duration,
-                cookies=cookies,
-                quiet=quiet,
-            )
+        for run in measure_rounds(
+            loadgen,
+            redis,
+            targets,
+            rounds=args.rounds,
+            connections=args.connections,
+            duration=args.duration,
+            cookies=cookies,
+            quiet=quiet,
+            before=lambda _: asyncio.run(seeder.touch()),
+        ):
             runs.append(run)
             flag = "" if run.clean else f"  <-- {run.load.non2xx} non-2xx, {run.load.socket_errors} errors"
             print(
-                f"round {round_no} {target.name:22} {run.load.rps:8,.0f} req/s  p99 {run.load.p99_ms:6.2f} ms  "
+                f"round {run.round} {run.target:22} {run.load.rps:8,.0f} req/s  p99 {run.load.p99_ms:6.2f} ms  "
                 f"bff {run.cpu_us['bff']:5.0f} µs/req  other load {run.foreign_cores:.2f}{flag}",
                 flush=True,
             )

@@ -36,7 +36,7 @@ from typing import Any
 from redis import Redis
 
 from bench._load import LoadGenerator
-from bench._measure import Quiet, Run, Target, interleaved, measure
+from bench._measure import Quiet, Run, Target, measure, measure_rounds
 from bench._procs import Processes, Server
 from bench._seed import Seeder
 from bench._stack import CLIENT_ID, bff_env
@@ -237,24 +237,23 @@ def _benchmark(args: argparse.Namespace, tmp: Path) -> list[str]:
                     loadgen, redis, target, round_no=0, connections=args.connections, duration=2, cookies=cookies
                 )
                 requests[target.name] += run.load.requests
-            for round_no, target in interleaved(targets, args.rounds):
-                asyncio.run(seeder.touch())
-                run = measure(
-                    loadgen,
-                    redis,
-                    target,
-                    round_no=round_no,
-                    connections=args.connections,
-                    duration=args.duration,
-                    cookies=cookies,
-                    quiet=quiet,
-                )
+            for run in measure_rounds(
+                loadgen,
+                redis,
+                targets,
+                rounds=args.rounds,
+                connections=args.connections,
+                duration=args.duration,
+                cookies=cookies,
+                quiet=quiet,
+                before=lambda _: asyncio.run(seeder.touch()),
+            ):
                 if not run.clean:
-                    raise RuntimeError(f"{target.name}: {run.load.non2xx} non-2xx, {run.load.socket_errors} errors")
-                runs[target.name].append(run)
-                requests[target.name] += run.load.requests
+                    raise RuntimeError(f"{run.target}: {run.load.non2xx} non-2xx, {run.load.socket_errors} errors")
+                runs[run.target].append(run)
+                requests[run.target] += run.load.requests
                 print(
-                    f"round {round_no} tracing {target.name:9} {run.load.rps:7,.0f} req/s  "
+                    f"round {run.round} tracing {run.target:9} {run.load.rps:7,.0f} req/s  "
                     f"p99 {run.load.p99_ms:6.2f} ms  bff CPU {run.cpu_us['bff']:6.1f} µs/req  "
                     f"other load {run.foreign_cores:.2f} cores",
                     flush=True,
