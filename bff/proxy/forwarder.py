@@ -15,7 +15,6 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bff import audit, metrics
 from bff.errors import BadRequest, BffError, MethodNotAllowed, session_expired
 from bff.proxy.routes import ROUTES, ForwardRoute
-from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, validate_query
+from bff.proxy.validation import MAX_BODY_BYTES, upstream_query, validate_body, validate_path
 from bff.services.container import Services
 from bff.services.upstream import Answer, Upstream
 from bff.web.request import BodyTooLarge, media_type, read_limited, require_admin, require_session, services
@@ -47,13 +46,13 @@ async def forward(svc: Services, request: Request, route: ForwardRoute) -> ASGIA
     if route.access == "admin":
         require_admin(svc, current.session)
     path_params = validate_path(route, request.path_params)
-    query = validate_query(route, request.query_params)
+    query = upstream_query(route, request.scope["query_string"].decode("latin-1"))
     raw_body = await _read_body(request) if _has_body(request) else b""
     body = validate_body(route, media_type(request), raw_body)
-    # The query is rebuilt from validated values and encoded once, here.
+    # The query sent is rebuilt from the validated values (upstream_query), never the request's own.
     upstream = svc.upstream
     url = upstream.bases[route.upstream] + route.upstream_path.format(**path_params)
-    target = f"{url}?{urlencode(query)}" if query else url
+    target = f"{url}?{query}" if query else url
     headers: dict[str, str] = {}
     for raw_name, raw_value in request.scope["headers"]:  # the first of each, as Starlette's Headers reads it
         name = _FORWARD_UP.get(raw_name)

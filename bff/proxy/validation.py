@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
 
@@ -67,6 +68,28 @@ def validate_query(route: ForwardRoute, query: QueryParams) -> dict[str, str]:
         value = _check(spec, values[0], from_query=True)
         out[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
+
+
+_QUERIES_KEPT = 1024
+_queries: dict[tuple[str, str, str], str] = {}
+
+
+def upstream_query(route: ForwardRoute, raw: str) -> str:
+    """The query to send upstream for the query string ``raw`` (as sent): :func:`validate_query`'s values,
+    encoded again (``""`` when there are none); 400 ``invalid_parameter`` as there.
+
+    The same bytes always validate to the same query, and an SPA asks the same few again and again (page 1, 25
+    per page), so the answers are kept per process: at most ``_QUERIES_KEPT``, all forgotten when full (a
+    client sending endless new queries costs a table that never grows past the bound). Refusals are not kept."""
+    key = (route.method, route.path, raw)
+    found = _queries.get(key)
+    if found is None:
+        query = validate_query(route, QueryParams(raw))
+        found = urlencode(query) if query else ""
+        if len(_queries) >= _QUERIES_KEPT:
+            _queries.clear()
+        _queries[key] = found
+    return found
 
 
 def validate_path(route: ForwardRoute, params: dict[str, Any]) -> dict[str, str]:

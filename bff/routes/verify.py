@@ -31,7 +31,6 @@ import functools
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -39,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 from bff import audit
 from bff.errors import BadRequest, Forbidden, NotFound
 from bff.proxy.routes import match
-from bff.proxy.validation import validate_path, validate_query
+from bff.proxy.validation import upstream_query, validate_path
 from bff.web.csrf import CsrfPolicy
 from bff.web.edge import canonical_path, noncanonical_path
 from bff.web.request import require_admin, require_session, services
@@ -88,7 +87,7 @@ async def _verify(request: Request) -> Response:
     if route.access == "admin":
         require_admin(svc, session)
     validate_path(route, params)
-    validate_query(route, QueryParams(query))
+    upstream_query(route, query)
     answer = {"Cache-Control": "no-store", **svc.client_headers}
     if route.credentials == "user_token":
         if session.connect:  # a Kryptos Connect grant: its token, never refreshed (bff.services.connect)

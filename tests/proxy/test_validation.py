@@ -9,8 +9,9 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from bff.errors import BadRequest
+from bff.proxy import validation
 from bff.proxy.routes import GRANT_ID, ROUTES, Field, ForwardRoute
-from bff.proxy.validation import MAX_BODY_BYTES, validate_body, validate_path, validate_query
+from bff.proxy.validation import MAX_BODY_BYTES, upstream_query, validate_body, validate_path, validate_query
 
 ROUTE = {(r.method, r.path): r for r in ROUTES}
 INTEGRATIONS = ROUTE["GET", "/api/v1/integrations"]
@@ -49,6 +50,28 @@ def test_a_valid_query_is_rebuilt_from_its_values() -> None:
     assert validate_query(INTEGRATIONS, QueryParams("")) == {}
     assert validate_query(FLAGS, QueryParams("active=true&count=0")) == {"active": "true", "count": "0"}
     assert validate_query(FLAGS, QueryParams("active=false")) == {"active": "false"}
+
+
+def test_the_upstream_query_is_the_validated_one_and_kept_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "_queries", {})
+    monkeypatch.setattr(validation, "_QUERIES_KEPT", 8)
+    raw = "searchedKey=caf%C3%A9+bar&page=2"
+    assert upstream_query(INTEGRATIONS, raw) == "searchedKey=caf%C3%A9+bar&page=2"
+    assert validation._queries == {("GET", "/api/v1/integrations", raw): "searchedKey=caf%C3%A9+bar&page=2"}
+    assert upstream_query(INTEGRATIONS, raw) == "searchedKey=caf%C3%A9+bar&page=2"  # from the table
+    assert upstream_query(USERINFO, "") == ""
+    # A refusal is never kept: the same bad query is refused every time, on every route it is sent to.
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            upstream_query(INTEGRATIONS, "page=0")
+    with pytest.raises(BadRequest):
+        upstream_query(USERINFO, raw)  # what one route accepts another refuses, though the bytes are the same
+    # Endless new queries never grow the table past its bound.
+    sizes = set()
+    for n in range(1, 100):
+        assert upstream_query(INTEGRATIONS, f"page={n}") == f"page={n}"
+        sizes.add(len(validation._queries))
+    assert max(sizes) == 8
 
 
 @pytest.mark.parametrize(
