@@ -12,7 +12,8 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadData, Signer
+from itsdangerous.encoding import base64_decode
 
 # Signed values longer than this are refused before any HMAC is computed.
 _MAX_SIGNED_LENGTH = 256
@@ -36,6 +37,10 @@ class SignedValueCodec:
             digest_method=hashlib.sha256,
             key_derivation="hmac",
         )
+        # Each verification would derive every key again (one more HMAC per key and request): derived once here,
+        # newest first, and checked with the signer's own algorithm.
+        self._keys = [self._signer.derive_key(k) for k in reversed(self._signer.secret_keys)]
+        self._sep = self._signer.sep.decode()
 
     def __repr__(self) -> str:
         return "SignedValueCodec(...)"
@@ -47,7 +52,13 @@ class SignedValueCodec:
         """The id, or None when missing, oversized, tampered with, or signed by a removed key."""
         if not signed or len(signed) > _MAX_SIGNED_LENGTH:
             return None
-        try:
-            return self._signer.unsign(signed).decode()
-        except (BadSignature, UnicodeDecodeError):
+        value, sep, signature = signed.rpartition(self._sep)
+        if not sep:
             return None
+        try:
+            raw_signature = base64_decode(signature)
+            raw_value = value.encode()
+        except (BadData, UnicodeEncodeError):
+            return None
+        verify = self._signer.algorithm.verify_signature
+        return value if any(verify(key, raw_value, raw_signature) for key in self._keys) else None

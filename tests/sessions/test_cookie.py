@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
+from itsdangerous import Signer
 
 from bff.sessions.cookie import SignedValueCodec, new_session_id
 
@@ -71,3 +73,18 @@ def test_session_ids_are_256_random_bits_url_safe() -> None:
     ids = {new_session_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", i) for i in ids)
+
+
+def test_values_signed_by_itsdangerous_itself_verify_and_nothing_else_does() -> None:
+    # unsign checks with keys derived once (bff.sessions.cookie); cookies signed before that, by itsdangerous's
+    # own Signer with the same settings, must still verify, under each listed key; others must not.
+    old, new = "o" * 40, "n" * 40
+    codec = SignedValueCodec([new, old], salt="bff.session")
+    for key in (new, old):
+        signer = Signer(key, salt="bff.session", digest_method=hashlib.sha256, key_derivation="hmac")
+        signed = signer.sign("session-id").decode()
+        assert codec.unsign(signed) == "session-id"
+        assert codec.unsign(signed.replace("session-id", "session-iD")) is None
+    other = Signer("x" * 40, salt="bff.session", digest_method=hashlib.sha256, key_derivation="hmac")
+    assert codec.unsign(other.sign("session-id").decode()) is None
+    assert codec.unsign("session-id.!!not-base64!!") is None
