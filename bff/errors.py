@@ -1,9 +1,9 @@
 """One error tree for the whole service, and its one RFC 9457 problem+json rendering.
 
 Every error a client can see is a :class:`BffError` subclass that knows its HTTP status, its title and its
-stable machine-readable ``code``. Foreign exceptions (authlib, httpx2, aiohttp, redis) are translated where
-they enter, with ``raise ... from exc``, so no handler ever catches a library's exception; refusals made
-before routing (the edge middleware, the HTTP protocol) render the same classes the same way::
+stable machine-readable ``code``. Foreign exceptions (authlib, httpx2, redis, bff.services.http1's) are
+translated where they enter, with ``raise ... from exc``, so no handler ever catches a library's exception;
+refusals made before routing (the edge middleware, the HTTP protocol) render the same classes the same way::
 
     BffError (500 internal_error)
     ├── BadRequest (400)              invalid_request, invalid_parameter, invalid_body, invalid_path,

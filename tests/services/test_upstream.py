@@ -68,7 +68,7 @@ async def _twice(upstream: Upstream, server: ClosingServer, method: str) -> None
         await Upstream.read(answer)
 
 
-async def test_an_idempotent_call_on_a_connection_the_server_closed_is_sent_again(  # by aiohttp itself
+async def test_an_idempotent_call_on_a_connection_the_server_closed_is_sent_again(  # by bff.services.http1
     closing_server: ClosingServer,
 ) -> None:
     upstream = Upstream(minimal_settings(data_api_url=closing_server.url))
