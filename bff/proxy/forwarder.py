@@ -190,7 +190,8 @@ class _Buffered:
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status = status
         self.body = body
-        if status >= 200 and status not in (204, 304):  # RFC 9110 §8.6: those never carry a Content-Length
+        # RFC 9110 §8.6 forbids a Content-Length on 1xx and 204; a 304's would describe a body it does not send.
+        if status >= 200 and status not in (204, 304):
             headers.append((b"content-length", str(len(body)).encode()))
         self.headers = headers
 
