@@ -71,6 +71,7 @@ def validate_query(route: ForwardRoute, query: QueryParams) -> dict[str, str]:
 
 
 _QUERIES_KEPT = 1024
+_QUERY_KEPT_LENGTH = 512  # longer query strings are validated every time, so the table stays under ~1 MiB
 _queries: dict[tuple[str, str, str], str] = {}
 
 
@@ -79,16 +80,18 @@ def upstream_query(route: ForwardRoute, raw: str) -> str:
     encoded again (``""`` when there are none); 400 ``invalid_parameter`` as there.
 
     The same bytes always validate to the same query, and an SPA asks the same few again and again (page 1, 25
-    per page), so the answers are kept per process: at most ``_QUERIES_KEPT``, all forgotten when full (a
-    client sending endless new queries costs a table that never grows past the bound). Refusals are not kept."""
+    per page), so the answers are kept per process: at most ``_QUERIES_KEPT`` query strings of at most
+    ``_QUERY_KEPT_LENGTH`` characters, all forgotten when full (a client sending endless new or long queries costs a
+    table that never grows past the bound). Refusals are not kept."""
     key = (route.method, route.path, raw)
     found = _queries.get(key)
     if found is None:
         query = validate_query(route, QueryParams(raw))
         found = urlencode(query) if query else ""
-        if len(_queries) >= _QUERIES_KEPT:
-            _queries.clear()
-        _queries[key] = found
+        if len(raw) <= _QUERY_KEPT_LENGTH:
+            if len(_queries) >= _QUERIES_KEPT:
+                _queries.clear()
+            _queries[key] = found
     return found
 
 

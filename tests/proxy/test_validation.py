@@ -66,6 +66,11 @@ def test_the_upstream_query_is_the_validated_one_and_kept_within_a_bound(monkeyp
             upstream_query(INTEGRATIONS, "page=0")
     with pytest.raises(BadRequest):
         upstream_query(USERINFO, raw)  # what one route accepts another refuses, though the bytes are the same
+    # A long query string (600 characters as sent, 200 once decoded) is validated every time, never kept.
+    long_raw = "searchedKey=" + "%41" * 200
+    kept = dict(validation._queries)
+    assert upstream_query(INTEGRATIONS, long_raw) == "searchedKey=" + "A" * 200
+    assert validation._queries == kept
     # Endless new queries never grow the table past its bound.
     sizes = set()
     for n in range(1, 100):
